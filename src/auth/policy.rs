@@ -1,0 +1,48 @@
+//! Step 3: verified claims → the first matching rule and its service account.
+
+use serde_json::{Map, Value};
+
+use super::AuthError;
+use crate::config::{MatchMode, Rule};
+
+/// Returns the first rule whose claim test passes (rules are ordered), or `NoMatchingRule`.
+pub fn authorize<'r>(
+    rules: &'r [Rule],
+    claims: &Map<String, Value>,
+) -> Result<&'r Rule, AuthError> {
+    rules
+        .iter()
+        .find(|rule| claim(claims, rule).is_some_and(|v| matches(v, &rule.value, rule.match_mode)))
+        .ok_or(AuthError::NoMatchingRule)
+}
+
+/// The claim a rule reads. A top-level claim whose name is the rule's claim text wins (URL-style
+/// names such as `https://example.com/roles` contain dots); otherwise the dotted path is followed.
+fn claim<'c>(claims: &'c Map<String, Value>, rule: &Rule) -> Option<&'c Value> {
+    if let Some(v) = claims.get(&rule.claim) {
+        return Some(v);
+    }
+    let (first, rest) = rule.claim_path.split_first()?;
+    rest.iter()
+        .try_fold(claims.get(first)?, |v, seg| v.as_object()?.get(seg))
+}
+
+/// Exact comparison, no coercion beyond this: a number or boolean matches when its JSON text
+/// equals the configured value (`true` matches "true"; "1.0" does not match `1`).
+fn matches(value: &Value, expected: &str, mode: MatchMode) -> bool {
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .any(|item| !item.is_array() && matches(item, expected, MatchMode::Exact)),
+        Value::String(s) => match mode {
+            MatchMode::Exact => s == expected,
+            MatchMode::SpaceDelimited => s.split(' ').any(|part| part == expected),
+        },
+        Value::Number(n) => n.to_string() == expected,
+        Value::Bool(b) => b.to_string() == expected,
+        Value::Null | Value::Object(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,344 @@
+//! Configuration: loaded once (TOML file + `SCIMGATE_<SECTION>__<KEY>` env), validated into typed values.
+//!
+//! `load` reports every problem it finds, each with its key path, instead of stopping at the first.
+//! Nothing in here runs per request: the pipeline only reads the typed `Config`.
+
+mod raw;
+pub mod secret;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use http::{HeaderName, HeaderValue, Uri};
+use jsonwebtoken::Algorithm;
+
+pub use raw::RawConfig;
+pub use secret::{Secret, SecretSource};
+
+/// The validated configuration. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub upstream: UpstreamConfig,
+    pub jwt: JwtConfig,
+    /// Ordered: the first matching rule wins.
+    pub rules: Vec<Rule>,
+    pub service_accounts: Vec<Arc<ServiceAccount>>,
+    /// Things that are allowed but deserve an operator's attention, logged at startup.
+    pub warnings: Vec<String>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_body_bytes: u64,
+    pub shutdown_grace: Duration,
+}
+
+/// PEM files for the optional TLS listener.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// `[upstream]`: where requests go, split once into the parts the pipeline needs.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The URL as configured, for summaries.
+    pub url: Uri,
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// The base path without a trailing slash (`""` for the root); the request path is appended.
+    pub base_path: String,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `[jwt]`.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub jwks_url: Uri,
+    pub ca_file: Option<PathBuf>,
+    pub issuer: Option<String>,
+    pub audience: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub leeway: Duration,
+    pub max_lifetime: Duration,
+    pub refresh_interval: Duration,
+    pub refetch_cooldown: Duration,
+    pub max_stale: Duration,
+}
+
+/// One authorization rule: a claim test that selects a service account.
+#[derive(Debug)]
+pub struct Rule {
+    pub name: String,
+    /// The claim as written in the config (`groups`, `realm_access.roles`).
+    pub claim: String,
+    /// The dotted path split into segments, used when no top-level claim has the literal name.
+    pub claim_path: Vec<String>,
+    pub value: String,
+    pub match_mode: MatchMode,
+    pub account: Arc<ServiceAccount>,
+}
+
+/// How a rule compares a claim with its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchMode {
+    /// String equal, or an array containing an equal element.
+    Exact,
+    /// A space-separated string (OAuth `scope`, RFC 8693 §4.2) containing the value as one item;
+    /// arrays still match element-wise.
+    SpaceDelimited,
+}
+
+/// The identity scimgate lends to authorized callers: a header carrying an API key.
+pub struct ServiceAccount {
+    pub name: String,
+    /// Lowercase header name the upstream expects (`authorization`, `x-api-key`).
+    pub header: HeaderName,
+    /// The full header value (`Bearer <key>`), built once and marked sensitive.
+    pub value: HeaderValue,
+    pub scheme: Option<String>,
+    pub source: SecretSource,
+}
+
+impl fmt::Debug for ServiceAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceAccount")
+            .field("name", &self.name)
+            .field("header", &self.header)
+            .field("value", &"<redacted>")
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// Whether API keys must be readable while validating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// `serve`: an unreadable or empty key is an error.
+    Required,
+    /// `check` without `--strict`: a key that cannot be read *here* is a warning, because configs
+    /// are often checked where the secrets are not mounted (CI, a chart render).
+    Optional,
+}
+
+/// One config problem with the key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found while loading a config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "invalid configuration ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn one(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            problems: vec![Problem {
+                path: path.into(),
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Loads `path` (if given) merged with `SCIMGATE_*` environment overrides, then validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(path, Secrets::Required)
+    }
+
+    /// `load` with a choice of how strictly API keys are required.
+    pub fn load_with(path: Option<&Path>, secrets: Secrets) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            if !path.is_file() {
+                return Err(ConfigError::one(
+                    path.display().to_string(),
+                    "config file not found (or not a regular file)",
+                ));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        Self::from_figment(
+            figment.merge(Env::prefixed("SCIMGATE_").split("__")),
+            secrets,
+        )
+    }
+
+    /// Validates a TOML document (tests, the demo).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(text)), Secrets::Required)
+    }
+
+    fn from_figment(figment: Figment, secrets: Secrets) -> Result<Self, ConfigError> {
+        let dict: figment::value::Dict = figment.extract().map_err(figment_problems)?;
+        let value = figment::value::Value::from(dict);
+        let mut unknown = Vec::new();
+        let raw: RawConfig =
+            serde_ignored::deserialize(&value, |path| unknown.push(path.to_string()))
+                .map_err(figment_problems)?;
+        let mut problems: Vec<Problem> = unknown
+            .into_iter()
+            .map(|path| Problem {
+                path,
+                message: "unknown key".into(),
+            })
+            .collect();
+        match validate::validate(raw, secrets) {
+            Ok(config) if problems.is_empty() => Ok(config),
+            Ok(_) => Err(ConfigError { problems }),
+            Err(mut more) => {
+                problems.append(&mut more.problems);
+                Err(ConfigError { problems })
+            }
+        }
+    }
+
+    /// A human summary without secrets (for `scimgate check`).
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let tls = if self.server.tls.is_some() {
+            " (TLS)"
+        } else {
+            ""
+        };
+        out.push_str(&format!("listen       {}{tls}\n", self.server.listen));
+        out.push_str(&format!("admin        {}\n", self.admin.listen));
+        out.push_str(&format!("upstream     {}\n", self.upstream.url));
+        out.push_str(&format!("jwks_url     {}\n", self.jwt.jwks_url));
+        let issuer = self.jwt.issuer.as_deref().unwrap_or("(not checked)");
+        out.push_str(&format!("issuer       {issuer}\n"));
+        let audience = if self.jwt.audience.is_empty() {
+            "(not checked)".to_owned()
+        } else {
+            self.jwt.audience.join(", ")
+        };
+        out.push_str(&format!("audience     {audience}\n"));
+        let algs: Vec<String> = self
+            .jwt
+            .algorithms
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect();
+        out.push_str(&format!("algorithms   {}\n", algs.join(", ")));
+        out.push_str("rules\n");
+        for (i, rule) in self.rules.iter().enumerate() {
+            let op = match rule.match_mode {
+                MatchMode::Exact => "==",
+                MatchMode::SpaceDelimited => "has scope",
+            };
+            out.push_str(&format!(
+                "  {}. {}: {} {op} {:?} -> {}\n",
+                i + 1,
+                rule.name,
+                rule.claim,
+                rule.value,
+                rule.account.name
+            ));
+        }
+        out.push_str("service accounts\n");
+        for sa in &self.service_accounts {
+            let scheme = sa
+                .scheme
+                .as_deref()
+                .map(|s| format!("{s} "))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  {}: {}: {scheme}<key from {}>\n",
+                sa.name, sa.header, sa.source
+            ));
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("warning: {w}\n"));
+        }
+        out
+    }
+}
+
+/// figment reports type errors one at a time, with the key path in `path`.
+fn figment_problems(err: figment::Error) -> ConfigError {
+    let problems = err
+        .into_iter()
+        .map(|e| {
+            let path = if e.path.is_empty() {
+                "(config)".to_owned()
+            } else {
+                e.path.join(".")
+            };
+            Problem {
+                path,
+                message: e.kind.to_string(),
+            }
+        })
+        .collect();
+    ConfigError { problems }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,166 @@
+//! The config file's shape as serde sees it: strings and numbers, defaults, no meaning yet.
+//!
+//! `config::validate` turns this into the typed `Config`. Unknown keys are not rejected by serde
+//! here: `config::load` collects them with `serde_ignored` so that every problem is reported at once.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub admin: RawAdmin,
+    pub log: RawLog,
+    pub upstream: RawUpstream,
+    pub jwt: RawJwt,
+    pub rules: Vec<RawRule>,
+    pub service_accounts: BTreeMap<String, RawServiceAccount>,
+}
+
+/// `[server]`: the proxy listener.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawServer {
+    pub listen: String,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
+    pub header_read_timeout: String,
+    pub request_timeout: String,
+    pub max_body_bytes: u64,
+    pub shutdown_grace: String,
+}
+
+/// `[admin]`: health, readiness and metrics.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawAdmin {
+    pub listen: String,
+}
+
+/// `[log]`: level filter and output format.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawLog {
+    pub level: String,
+    pub format: String,
+}
+
+/// `[upstream]`: the SCIM backend.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawUpstream {
+    pub url: Option<String>,
+    pub connect_timeout: String,
+    pub timeout: String,
+    pub ca_file: Option<String>,
+}
+
+/// `[jwt]`: the issuer's keys and the token checks.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawJwt {
+    pub jwks_url: Option<String>,
+    pub ca_file: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<OneOrMany>,
+    pub algorithms: Vec<String>,
+    pub leeway: String,
+    pub max_lifetime: String,
+    pub refresh_interval: String,
+    pub refetch_cooldown: String,
+    pub max_stale: String,
+}
+
+/// A string or a list of strings (`audience = "x"` and `audience = ["x", "y"]` both work).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// One `[[rules]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRule {
+    pub name: String,
+    pub claim: String,
+    pub value: String,
+    pub service_account: String,
+    #[serde(rename = "match")]
+    pub match_mode: Option<String>,
+}
+
+/// One `[service_accounts.NAME]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawServiceAccount {
+    pub header: Option<String>,
+    pub scheme: Option<String>,
+    pub api_key_file: Option<String>,
+    pub api_key_env: Option<String>,
+}
+
+// === defaults (design.md §4) ===
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            header_read_timeout: "10s".into(),
+            request_timeout: "60s".into(),
+            max_body_bytes: 10 * 1024 * 1024,
+            shutdown_grace: "20s".into(),
+        }
+    }
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:9090".into(),
+        }
+    }
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "json".into(),
+        }
+    }
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        Self {
+            url: None,
+            connect_timeout: "5s".into(),
+            timeout: "30s".into(),
+            ca_file: None,
+        }
+    }
+}
+
+impl Default for RawJwt {
+    fn default() -> Self {
+        Self {
+            jwks_url: None,
+            ca_file: None,
+            issuer: None,
+            audience: None,
+            algorithms: vec!["RS256".into(), "ES256".into()],
+            leeway: "30s".into(),
+            max_lifetime: "24h".into(),
+            refresh_interval: "5m".into(),
+            refetch_cooldown: "30s".into(),
+            max_stale: "24h".into(),
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Config loading and validation: defaults, every problem with its path, env overrides, secrets.
+
+// figment's Jail closures return figment::Error, which is large: its API, not ours.
+#![allow(clippy::result_large_err)]
+
+use super::*;
+use figment::Jail;
+
+fn key_file(dir: &std::path::Path, content: &str) -> String {
+    let path = dir.join("key");
+    std::fs::write(&path, content).unwrap();
+    path.display().to_string()
+}
+
+fn minimal(key: &str) -> String {
+    format!(
+        r#"
+[upstream]
+url = "http://127.0.0.1:9000/scim/v2/"
+[jwt]
+jwks_url = "https://idp.example.com/keys"
+issuer = "https://idp.example.com"
+audience = "scimgate"
+[[rules]]
+name = "r"
+claim = "groups"
+value = "scim"
+service_account = "sa"
+[service_accounts.sa]
+scheme = "Bearer"
+api_key_file = "{key}"
+"#
+    )
+}
+
+fn problems(text: &str) -> Vec<String> {
+    Config::from_toml(text)
+        .unwrap_err()
+        .problems
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn minimal_config_gets_design_defaults() {
+    let dir = std::env::temp_dir().join(format!("scimgate-cfg-{}-a", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = Config::from_toml(&minimal(&key_file(&dir, "SENTINEL\n"))).unwrap();
+    assert_eq!(config.server.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(config.admin.listen.to_string(), "0.0.0.0:9090");
+    assert_eq!(config.server.max_body_bytes, 10 * 1024 * 1024);
+    assert_eq!(config.jwt.leeway, Duration::from_secs(30));
+    assert_eq!(
+        config.jwt.algorithms,
+        vec![Algorithm::RS256, Algorithm::ES256]
+    );
+    assert_eq!(config.jwt.audience, vec!["scimgate".to_owned()]);
+    assert_eq!(config.upstream.base_path, "/scim/v2");
+    let sa = &config.rules[0].account;
+    assert_eq!(sa.value, "Bearer SENTINEL");
+    assert!(sa.value.is_sensitive());
+    assert!(
+        !format!("{config:?}").contains("SENTINEL"),
+        "Debug must not print the key"
+    );
+    assert!(
+        !config.summary().contains("SENTINEL"),
+        "summary must not print the key"
+    );
+}
+
+#[test]
+fn reports_every_problem_with_its_path() {
+    let text = r#"
+[server]
+listen = "nowhere"
+header_read_timeout = "soon"
+[upstream]
+url = "ftp://x"
+surprise = true
+[jwt]
+jwks_url = "http://idp.example.com/keys"
+leeway = "10m"
+algorithms = ["HS256", "none"]
+[[rules]]
+name = "r"
+claim = "a..b"
+value = ""
+service_account = "prov"
+[service_accounts.provisioner]
+header = "host"
+api_key_env = "SCIMGATE_TEST_UNSET_VARIABLE"
+"#;
+    let found = problems(text);
+    for expected in [
+        "upstream.surprise: unknown key",
+        "server.listen: invalid address",
+        "server.header_read_timeout: invalid duration",
+        "upstream.url: \"ftp://x\" must be an absolute",
+        "jwt.jwks_url: must use https",
+        "jwt.leeway: 10m is more than the 5m maximum",
+        "jwt.algorithms[0]: HS256 is symmetric",
+        "jwt.algorithms[1]: unknown algorithm",
+        "rules[0].claim: invalid claim path",
+        "rules[0].value: must not be empty",
+        "service_accounts.provisioner.header: \"host\" is reserved",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "missing {expected:?} in {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn unknown_service_account_names_the_known_ones() {
+    let dir = std::env::temp_dir().join(format!("scimgate-cfg-{}-b", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = minimal(&key_file(&dir, "k"))
+        .replace("service_account = \"sa\"", "service_account = \"prov\"");
+    assert_eq!(
+        problems(&text),
+        vec!["rules[0].service_account: no service account \"prov\" (known: sa)"]
+    );
+}
+
+#[test]
+fn missing_or_empty_key_file_is_named_without_content() {
+    let dir = std::env::temp_dir().join(format!("scimgate-cfg-{}-c", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = key_file(&dir, "\n");
+    let found = problems(&minimal(&empty));
+    assert_eq!(
+        found,
+        vec![format!(
+            "service_accounts.sa.api_key_file: key file {empty} is empty"
+        )]
+    );
+    let found = problems(&minimal("/nonexistent/scimgate/key"));
+    assert!(
+        found[0].contains("/nonexistent/scimgate/key: no such file"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn env_overrides_file_and_loads_env_secrets() {
+    Jail::expect_with(|jail| {
+        jail.create_file("key", "from-file")?;
+        let dir = jail.directory().display().to_string();
+        jail.create_file("scimgate.toml", &minimal(&format!("{dir}/key")))?;
+        jail.set_env("SCIMGATE_JWT__LEEWAY", "1m");
+        jail.set_env("SCIMGATE_SERVICE_ACCOUNTS__SA__API_KEY_FILE", "");
+        jail.set_env("PROVISIONER_KEY", "from-env");
+        let path = jail.directory().join("scimgate.toml");
+        // api_key_file set to "" via env plus api_key_env: both set → a problem with its path.
+        jail.set_env(
+            "SCIMGATE_SERVICE_ACCOUNTS__SA__API_KEY_ENV",
+            "PROVISIONER_KEY",
+        );
+        let err = Config::load(Some(&path)).unwrap_err();
+        assert!(err.problems[0].to_string().contains("not both"), "{err}");
+        jail.clear_env();
+        jail.set_env("SCIMGATE_JWT__LEEWAY", "1m");
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.jwt.leeway, Duration::from_secs(60));
+        Ok(())
+    });
+}
+
+#[test]
+fn check_mode_downgrades_unreadable_keys_to_warnings() {
+    Jail::expect_with(|jail| {
+        jail.create_file("scimgate.toml", &minimal("/nonexistent/key"))?;
+        let path = jail.directory().join("scimgate.toml");
+        assert!(Config::load_with(Some(&path), Secrets::Required).is_err());
+        let config = Config::load_with(Some(&path), Secrets::Optional).unwrap();
+        assert!(
+            config
+                .warnings
+                .iter()
+                .any(|w| w.contains("/nonexistent/key"))
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn shipped_configs_pass_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut files = vec![root.join("scimgate.toml")];
+    for entry in std::fs::read_dir(root.join("examples")).unwrap() {
+        files.push(entry.unwrap().path());
+    }
+    assert!(files.len() >= 3);
+    for file in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "toml"))
+    {
+        Jail::expect_with(|_| {
+            if let Err(e) = Config::load_with(Some(file), Secrets::Optional) {
+                panic!("{} does not pass check:\n{e}", file.display());
+            }
+            Ok(())
+        });
+    }
+}

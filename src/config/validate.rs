@@ -1,0 +1,554 @@
+//! RawConfig → Config: every check on the config, each failure recorded with its key path.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Uri};
+use jsonwebtoken::Algorithm;
+
+use super::raw::{
+    OneOrMany, RawAdmin, RawConfig, RawJwt, RawLog, RawServer, RawServiceAccount, RawUpstream,
+};
+use super::secret::{Secret, SecretSource};
+use super::{
+    AdminConfig, Config, ConfigError, JwtConfig, LogConfig, LogFormat, MatchMode, Problem, Rule,
+    Secrets, ServerConfig, ServiceAccount, TlsFiles, UpstreamConfig,
+};
+
+/// RFC 7519 §4.1.4 allows "a few minutes" of leeway; more than this hides clock problems.
+const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
+/// Headers a service account may not use for its credential: they are framing, routing or
+/// hop-by-hop fields that the proxy itself controls (RFC 9110 §7.6.1).
+const RESERVED_CREDENTIAL_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "x-request-id",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "forwarded",
+    "cookie",
+];
+
+/// Collects problems while checking sections.
+struct Checker {
+    problems: Vec<Problem>,
+    warnings: Vec<String>,
+    secrets: Secrets,
+}
+
+impl Checker {
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, path: &str, text: &str) -> Duration {
+        match humantime::parse_duration(text) {
+            Ok(d) => d,
+            Err(e) => {
+                self.problem(
+                    path,
+                    format!("invalid duration {text:?} ({e}); use e.g. \"30s\", \"5m\""),
+                );
+                Duration::ZERO
+            }
+        }
+    }
+
+    fn positive_duration(&mut self, path: &str, text: &str) -> Duration {
+        let d = self.duration(path, text);
+        if d.is_zero() && humantime::parse_duration(text).is_ok() {
+            self.problem(path, "must be greater than zero");
+        }
+        d
+    }
+
+    fn socket_addr(&mut self, path: &str, text: &str) -> SocketAddr {
+        text.parse().unwrap_or_else(|_| {
+            self.problem(
+                path,
+                format!("invalid address {text:?}; use host:port, e.g. \"0.0.0.0:8080\""),
+            );
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        })
+    }
+
+    fn existing_file(&mut self, path: &str, file: Option<&String>) -> Option<PathBuf> {
+        let file = PathBuf::from(file?);
+        if !file.is_file() {
+            self.problem(path, format!("file {} not found", file.display()));
+        }
+        Some(file)
+    }
+}
+
+/// Validates everything, returning the typed config or every problem found.
+pub(super) fn validate(raw: RawConfig, secrets: Secrets) -> Result<Config, ConfigError> {
+    let mut c = Checker {
+        problems: Vec::new(),
+        warnings: Vec::new(),
+        secrets,
+    };
+    let server = server(&mut c, &raw.server);
+    let admin = admin(&mut c, &raw.admin, &server);
+    let log = log(&mut c, &raw.log);
+    let upstream = upstream(&mut c, &raw.upstream);
+    let jwt = jwt(&mut c, &raw.jwt);
+    let accounts = service_accounts(&mut c, &raw.service_accounts);
+    let rules = rules(&mut c, &raw.rules, &accounts);
+    match (upstream, jwt) {
+        (Some(upstream), Some(jwt)) if c.problems.is_empty() => Ok(Config {
+            server,
+            admin,
+            log,
+            upstream,
+            jwt,
+            rules,
+            service_accounts: accounts.into_values().collect(),
+            warnings: c.warnings,
+        }),
+        _ => Err(ConfigError {
+            problems: c.problems,
+        }),
+    }
+}
+
+fn server(c: &mut Checker, raw: &RawServer) -> ServerConfig {
+    let tls = match (&raw.tls_cert_file, &raw.tls_key_file) {
+        (None, None) => None,
+        (Some(_), None) => {
+            c.problem(
+                "server.tls_key_file",
+                "required when server.tls_cert_file is set",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            c.problem(
+                "server.tls_cert_file",
+                "required when server.tls_key_file is set",
+            );
+            None
+        }
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: c
+                .existing_file("server.tls_cert_file", Some(cert))
+                .unwrap_or_default(),
+            key: c
+                .existing_file("server.tls_key_file", Some(key))
+                .unwrap_or_default(),
+        }),
+    };
+    if raw.max_body_bytes == 0 {
+        c.problem("server.max_body_bytes", "must be greater than zero");
+    }
+    ServerConfig {
+        listen: c.socket_addr("server.listen", &raw.listen),
+        tls,
+        header_read_timeout: c
+            .positive_duration("server.header_read_timeout", &raw.header_read_timeout),
+        request_timeout: c.positive_duration("server.request_timeout", &raw.request_timeout),
+        max_body_bytes: raw.max_body_bytes,
+        shutdown_grace: c.duration("server.shutdown_grace", &raw.shutdown_grace),
+    }
+}
+
+fn admin(c: &mut Checker, raw: &RawAdmin, server: &ServerConfig) -> AdminConfig {
+    let listen = c.socket_addr("admin.listen", &raw.listen);
+    if listen.port() != 0 && listen == server.listen {
+        c.problem("admin.listen", "must differ from server.listen");
+    }
+    AdminConfig { listen }
+}
+
+fn log(c: &mut Checker, raw: &RawLog) -> LogConfig {
+    let format = match raw.format.as_str() {
+        "json" => LogFormat::Json,
+        "text" => LogFormat::Text,
+        other => {
+            c.problem(
+                "log.format",
+                format!("unknown format {other:?} (known: json, text)"),
+            );
+            LogFormat::Json
+        }
+    };
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&raw.level) {
+        c.problem("log.level", format!("invalid filter {:?}: {e}", raw.level));
+    }
+    LogConfig {
+        level: raw.level.clone(),
+        format,
+    }
+}
+
+fn upstream(c: &mut Checker, raw: &RawUpstream) -> Option<UpstreamConfig> {
+    let connect_timeout = c.positive_duration("upstream.connect_timeout", &raw.connect_timeout);
+    let timeout = c.positive_duration("upstream.timeout", &raw.timeout);
+    let ca_file = c.existing_file("upstream.ca_file", raw.ca_file.as_ref());
+    let Some(text) = &raw.url else {
+        c.problem("upstream.url", "required: the SCIM backend's base URL");
+        return None;
+    };
+    let url = base_url(c, "upstream.url", text)?;
+    let (scheme, authority) = (url.scheme()?.clone(), url.authority()?.clone());
+    if scheme == http::uri::Scheme::HTTP && !is_loopback(authority.host()) {
+        c.warnings.push(format!(
+            "upstream.url uses plain http to {}: the API key crosses the network unencrypted",
+            authority.host()
+        ));
+    }
+    let base_path = url.path().trim_end_matches('/').to_owned();
+    Some(UpstreamConfig {
+        url,
+        scheme,
+        authority,
+        base_path,
+        connect_timeout,
+        timeout,
+        ca_file,
+    })
+}
+
+/// An absolute http(s) URL with a host, no credentials, query or fragment.
+fn base_url(c: &mut Checker, path: &str, text: &str) -> Option<Uri> {
+    let Ok(url) = text.parse::<Uri>() else {
+        c.problem(path, format!("invalid URL {text:?}"));
+        return None;
+    };
+    let scheme_ok = matches!(url.scheme_str(), Some("http" | "https"));
+    let Some(authority) = url.authority().filter(|_| scheme_ok) else {
+        c.problem(
+            path,
+            format!("{text:?} must be an absolute http:// or https:// URL"),
+        );
+        return None;
+    };
+    if authority.as_str().contains('@') {
+        c.problem(path, "must not contain user credentials");
+        return None;
+    }
+    if url.query().is_some() || text.contains('#') {
+        c.problem(path, "must not contain a query or fragment");
+        return None;
+    }
+    Some(url)
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn jwt(c: &mut Checker, raw: &RawJwt) -> Option<JwtConfig> {
+    let leeway = c.duration("jwt.leeway", &raw.leeway);
+    if leeway > MAX_LEEWAY {
+        c.problem(
+            "jwt.leeway",
+            format!("{} is more than the 5m maximum", raw.leeway),
+        );
+    }
+    let refresh_interval = c.positive_duration("jwt.refresh_interval", &raw.refresh_interval);
+    let max_stale = c.positive_duration("jwt.max_stale", &raw.max_stale);
+    if max_stale < refresh_interval {
+        c.problem("jwt.max_stale", "must be at least jwt.refresh_interval");
+    }
+    let issuer = match raw.issuer.as_deref() {
+        Some("") => {
+            c.problem(
+                "jwt.issuer",
+                "must not be empty (omit it to skip the issuer check)",
+            );
+            None
+        }
+        Some(iss) => Some(iss.to_owned()),
+        None => {
+            c.warnings.push(
+                "jwt.issuer is not set: tokens from any issuer whose keys are in the JWKS pass"
+                    .into(),
+            );
+            None
+        }
+    };
+    let audience = audience(c, raw.audience.clone());
+    let algorithms = algorithms(c, &raw.algorithms);
+    let max_lifetime = c.positive_duration("jwt.max_lifetime", &raw.max_lifetime);
+    let refetch_cooldown = c.duration("jwt.refetch_cooldown", &raw.refetch_cooldown);
+    let ca_file = c.existing_file("jwt.ca_file", raw.ca_file.as_ref());
+    let Some(text) = &raw.jwks_url else {
+        c.problem("jwt.jwks_url", "required: the issuer's JWKS URL");
+        return None;
+    };
+    let jwks_url = base_url(c, "jwt.jwks_url", text)?;
+    if jwks_url.scheme_str() == Some("http") && !jwks_url.host().is_some_and(is_loopback) {
+        c.problem(
+            "jwt.jwks_url",
+            "must use https (plain http is allowed only for loopback hosts)",
+        );
+    }
+    Some(JwtConfig {
+        jwks_url,
+        ca_file,
+        issuer,
+        audience,
+        algorithms,
+        leeway,
+        max_lifetime,
+        refresh_interval,
+        refetch_cooldown,
+        max_stale,
+    })
+}
+
+fn audience(c: &mut Checker, raw: Option<OneOrMany>) -> Vec<String> {
+    let list = match raw {
+        None => Vec::new(),
+        Some(OneOrMany::One(a)) => vec![a],
+        Some(OneOrMany::Many(list)) => list,
+    };
+    if list.is_empty() {
+        c.warnings.push(
+            "jwt.audience is not set: tokens minted for any audience of this issuer pass".into(),
+        );
+    }
+    for (i, a) in list.iter().enumerate() {
+        if a.is_empty() {
+            c.problem(format!("jwt.audience[{i}]"), "must not be empty");
+        }
+    }
+    list
+}
+
+fn algorithms(c: &mut Checker, raw: &[String]) -> Vec<Algorithm> {
+    if raw.is_empty() {
+        c.problem("jwt.algorithms", "must list at least one algorithm");
+    }
+    let mut out = Vec::new();
+    for (i, name) in raw.iter().enumerate() {
+        let path = format!("jwt.algorithms[{i}]");
+        match name.parse::<Algorithm>() {
+            Ok(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) => c.problem(
+                path,
+                format!("{name} is symmetric; only asymmetric algorithms can be verified with a public JWKS"),
+            ),
+            Ok(alg) if !out.contains(&alg) => out.push(alg),
+            Ok(_) => {}
+            Err(_) => c.problem(
+                path,
+                format!("unknown algorithm {name:?} (known: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA)"),
+            ),
+        }
+    }
+    out
+}
+
+fn service_accounts(
+    c: &mut Checker,
+    raw: &BTreeMap<String, RawServiceAccount>,
+) -> BTreeMap<String, Arc<ServiceAccount>> {
+    if raw.is_empty() {
+        c.problem(
+            "service_accounts",
+            "at least one service account is required",
+        );
+    }
+    let mut out = BTreeMap::new();
+    for (name, sa) in raw {
+        if let Some(account) = service_account(c, name, sa) {
+            out.insert(name.clone(), Arc::new(account));
+        }
+    }
+    out
+}
+
+fn service_account(c: &mut Checker, name: &str, raw: &RawServiceAccount) -> Option<ServiceAccount> {
+    let path = format!("service_accounts.{name}");
+    let header_text = raw.header.as_deref().unwrap_or("authorization");
+    let header = match HeaderName::from_bytes(header_text.as_bytes()) {
+        Ok(h) if RESERVED_CREDENTIAL_HEADERS.contains(&h.as_str()) => {
+            c.problem(
+                format!("{path}.header"),
+                format!("{header_text:?} is reserved for the proxy"),
+            );
+            None
+        }
+        Ok(h) => Some(h),
+        Err(_) => {
+            c.problem(
+                format!("{path}.header"),
+                format!("{header_text:?} is not a valid header name"),
+            );
+            None
+        }
+    };
+    let scheme = raw.scheme.clone().filter(|s| !s.is_empty());
+    if scheme
+        .as_deref()
+        .is_some_and(|s| !s.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        c.problem(
+            format!("{path}.scheme"),
+            "must be a single word of visible ASCII characters",
+        );
+    }
+    let source = match (&raw.api_key_file, &raw.api_key_env) {
+        (Some(file), None) => SecretSource::File(PathBuf::from(file)),
+        (None, Some(env)) => SecretSource::Env(env.clone()),
+        (Some(_), Some(_)) => {
+            c.problem(&path, "set api_key_file or api_key_env, not both");
+            return None;
+        }
+        (None, None) => {
+            c.problem(&path, "set api_key_file or api_key_env");
+            return None;
+        }
+    };
+    let key_path = match &source {
+        SecretSource::File(_) => format!("{path}.api_key_file"),
+        SecretSource::Env(_) => format!("{path}.api_key_env"),
+    };
+    let secret = match (Secret::load(&source), c.secrets) {
+        (Ok(s), _) => s,
+        (Err(e), Secrets::Required) => {
+            c.problem(key_path, e.to_string());
+            return None;
+        }
+        (Err(e), Secrets::Optional) => {
+            c.warnings.push(format!(
+                "{key_path}: {e} (serve will refuse to start until it is readable)"
+            ));
+            Secret::new("unavailable")
+        }
+    };
+    warn_if_exposed(c, &source);
+    let text = match &scheme {
+        Some(s) => format!("{s} {}", secret.expose()),
+        None => secret.expose().to_owned(),
+    };
+    let Ok(mut value) = HeaderValue::from_str(&text) else {
+        c.problem(
+            key_path,
+            "the key contains characters that cannot be sent in a header",
+        );
+        return None;
+    };
+    value.set_sensitive(true);
+    Some(ServiceAccount {
+        name: name.to_owned(),
+        header: header?,
+        value,
+        scheme,
+        source,
+    })
+}
+
+#[cfg(unix)]
+fn warn_if_exposed(c: &mut Checker, source: &SecretSource) {
+    use std::os::unix::fs::PermissionsExt;
+    if let SecretSource::File(path) = source
+        && let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o007 != 0
+    {
+        c.warnings.push(format!(
+            "key file {} is readable by other users",
+            path.display()
+        ));
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_exposed(_: &mut Checker, _: &SecretSource) {}
+
+fn rules(
+    c: &mut Checker,
+    raw: &[super::raw::RawRule],
+    accounts: &BTreeMap<String, Arc<ServiceAccount>>,
+) -> Vec<Rule> {
+    if raw.is_empty() {
+        c.problem("rules", "at least one [[rules]] entry is required");
+    }
+    let mut out: Vec<Rule> = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let path = format!("rules[{i}]");
+        if r.name.is_empty() {
+            c.problem(format!("{path}.name"), "must not be empty");
+        } else if raw[..i].iter().any(|o| o.name == r.name) {
+            c.problem(
+                format!("{path}.name"),
+                format!("duplicate rule name {:?}", r.name),
+            );
+        }
+        let claim_path: Vec<String> = r.claim.split('.').map(str::to_owned).collect();
+        if r.claim.is_empty() || claim_path.iter().any(String::is_empty) {
+            c.problem(
+                format!("{path}.claim"),
+                format!("invalid claim path {:?}", r.claim),
+            );
+        }
+        if r.value.is_empty() {
+            c.problem(format!("{path}.value"), "must not be empty");
+        }
+        let match_mode = match r.match_mode.as_deref() {
+            None | Some("exact") => MatchMode::Exact,
+            Some("space_delimited") => MatchMode::SpaceDelimited,
+            Some(other) => {
+                c.problem(
+                    format!("{path}.match"),
+                    format!("unknown mode {other:?} (known: exact, space_delimited)"),
+                );
+                MatchMode::Exact
+            }
+        };
+        if match_mode == MatchMode::SpaceDelimited && r.value.contains(' ') {
+            c.problem(
+                format!("{path}.value"),
+                "a space_delimited value cannot contain a space",
+            );
+        }
+        let Some(account) = accounts.get(&r.service_account) else {
+            // An account that failed its own checks is already reported; don't pile on.
+            if !c.problems.iter().any(|p| {
+                p.path
+                    .starts_with(&format!("service_accounts.{}", r.service_account))
+            }) {
+                let known: Vec<&str> = accounts.keys().map(String::as_str).collect();
+                c.problem(
+                    format!("{path}.service_account"),
+                    format!(
+                        "no service account {:?} (known: {})",
+                        r.service_account,
+                        known.join(", ")
+                    ),
+                );
+            }
+            continue;
+        };
+        out.push(Rule {
+            name: r.name.clone(),
+            claim: r.claim.clone(),
+            claim_path,
+            value: r.value.clone(),
+            match_mode,
+            account: Arc::clone(account),
+        });
+    }
+    out
+}

@@ -1,0 +1,182 @@
+//! The one place where a failed request becomes an HTTP response (design.md §5).
+//!
+//! Every match here is exhaustive over our own enums: adding a variant forces a decision on its
+//! status, challenge, detail and outcome label.
+
+use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use crate::auth::AuthError;
+use crate::metrics::Outcome;
+use crate::scim;
+use crate::upstream::{ProxyBody, UpstreamError};
+
+/// Everything that can end a request early, at the request boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The upstream answered 401 to the service account's key: our fault, not the caller's.
+    #[error("upstream rejected the service account credential")]
+    UpstreamRejectedCredential,
+    /// The whole exchange outlived `server.request_timeout` (usually a slow request body).
+    #[error("request exceeded server.request_timeout")]
+    RequestTimeout,
+}
+
+/// Requests refused before authentication is even attempted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("request target is not an absolute path")]
+    BadTarget,
+    #[error("method not allowed through the proxy")]
+    MethodNotAllowed,
+    #[error("request body larger than server.max_body_bytes")]
+    PayloadTooLarge,
+}
+
+/// The pieces of an error response.
+struct ErrorResponse {
+    status: StatusCode,
+    challenge: Option<&'static str>,
+    detail: &'static str,
+}
+
+const CHALLENGE: &str = r#"Bearer realm="scimgate""#;
+const CHALLENGE_INVALID: &str = r#"Bearer realm="scimgate", error="invalid_token""#;
+const CHALLENGE_SCOPE: &str = r#"Bearer realm="scimgate", error="insufficient_scope""#;
+
+impl ProxyError {
+    /// The `outcome` label for metrics and the audit line.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Self::Auth(AuthError::MissingToken) => Outcome::MissingToken,
+            Self::Auth(AuthError::DuplicateAuthorization) => Outcome::BadRequest,
+            Self::Auth(AuthError::InvalidToken(_)) => Outcome::InvalidToken,
+            Self::Auth(AuthError::NoMatchingRule) => Outcome::Forbidden,
+            Self::Auth(AuthError::KeysUnavailable) => Outcome::JwksUnavailable,
+            Self::Request(RequestError::BadTarget) => Outcome::BadRequest,
+            Self::Request(RequestError::MethodNotAllowed) => Outcome::MethodNotAllowed,
+            Self::Request(RequestError::PayloadTooLarge)
+            | Self::Upstream(UpstreamError::BodyTooLarge) => Outcome::PayloadTooLarge,
+            Self::Upstream(UpstreamError::Unavailable(_)) => Outcome::UpstreamUnavailable,
+            Self::Upstream(UpstreamError::Timeout) => Outcome::UpstreamTimeout,
+            Self::UpstreamRejectedCredential => Outcome::UpstreamRejectedCredential,
+            Self::RequestTimeout => Outcome::RequestTimeout,
+        }
+    }
+
+    fn parts(&self) -> ErrorResponse {
+        let (status, challenge, detail) = match self {
+            Self::Auth(AuthError::MissingToken) => (
+                StatusCode::UNAUTHORIZED,
+                Some(CHALLENGE),
+                "authentication required: send Authorization: Bearer <token>",
+            ),
+            Self::Auth(AuthError::InvalidToken(_)) => (
+                StatusCode::UNAUTHORIZED,
+                Some(CHALLENGE_INVALID),
+                "the bearer token is not valid",
+            ),
+            Self::Auth(AuthError::NoMatchingRule) => (
+                StatusCode::FORBIDDEN,
+                Some(CHALLENGE_SCOPE),
+                "the token does not grant access to this resource",
+            ),
+            Self::Auth(AuthError::DuplicateAuthorization) => (
+                StatusCode::BAD_REQUEST,
+                None,
+                "send exactly one Authorization header",
+            ),
+            Self::Auth(AuthError::KeysUnavailable) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                "token verification is temporarily unavailable",
+            ),
+            Self::Request(RequestError::BadTarget) => {
+                (StatusCode::BAD_REQUEST, None, "invalid request target")
+            }
+            Self::Request(RequestError::MethodNotAllowed) => {
+                (StatusCode::METHOD_NOT_ALLOWED, None, "method not allowed")
+            }
+            Self::Request(RequestError::PayloadTooLarge)
+            | Self::Upstream(UpstreamError::BodyTooLarge) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                None,
+                "request body too large",
+            ),
+            Self::Upstream(UpstreamError::Unavailable(_)) => {
+                (StatusCode::BAD_GATEWAY, None, "upstream unavailable")
+            }
+            Self::Upstream(UpstreamError::Timeout) => {
+                (StatusCode::GATEWAY_TIMEOUT, None, "upstream timed out")
+            }
+            Self::UpstreamRejectedCredential => (
+                StatusCode::BAD_GATEWAY,
+                None,
+                "upstream rejected the service account credential",
+            ),
+            Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, None, "request timed out"),
+        };
+        ErrorResponse {
+            status,
+            challenge,
+            detail,
+        }
+    }
+
+    /// The SCIM error response for this failure. The detail is generic: specifics go to the log.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let parts = self.parts();
+        let body = Full::new(scim::error_body(parts.status, parts.detail))
+            .map_err(|never| match never {})
+            .boxed();
+        let mut response = Response::new(body);
+        *response.status_mut() = parts.status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(scim::CONTENT_TYPE));
+        if let Some(challenge) = parts.challenge {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        if parts.status == StatusCode::METHOD_NOT_ALLOWED {
+            headers.insert(
+                http::header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::TokenRejection;
+
+    #[test]
+    fn challenges_follow_rfc6750() {
+        let r = ProxyError::Auth(AuthError::MissingToken).into_response();
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()[WWW_AUTHENTICATE], r#"Bearer realm="scimgate""#);
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/scim+json");
+        let r = ProxyError::Auth(AuthError::InvalidToken(TokenRejection::Expired)).into_response();
+        assert_eq!(
+            r.headers()[WWW_AUTHENTICATE],
+            r#"Bearer realm="scimgate", error="invalid_token""#
+        );
+        let r = ProxyError::Auth(AuthError::NoMatchingRule).into_response();
+        assert_eq!(r.status(), 403);
+        assert_eq!(
+            r.headers()[WWW_AUTHENTICATE],
+            r#"Bearer realm="scimgate", error="insufficient_scope""#
+        );
+        let r = ProxyError::UpstreamRejectedCredential.into_response();
+        assert_eq!(r.status(), 502);
+        assert!(r.headers().get(WWW_AUTHENTICATE).is_none());
+    }
+}

@@ -1,0 +1,154 @@
+//! Header hygiene (threats T20–T24): what the caller sends never speaks for us.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use http::header::AUTHORIZATION;
+
+use super::*;
+use crate::config::SecretSource;
+
+fn account(header: &'static str, value: &'static str) -> ServiceAccount {
+    ServiceAccount {
+        name: "sa".into(),
+        header: HeaderName::from_static(header),
+        value: HeaderValue::from_static(value),
+        scheme: None,
+        source: SecretSource::Env("K".into()),
+    }
+}
+
+fn request_headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
+fn forwarding() -> Forwarding {
+    Forwarding {
+        peer_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)),
+        https: false,
+        host: Some(HeaderValue::from_static("gateway.example")),
+        request_id: HeaderValue::from_static("rid-1"),
+    }
+}
+
+#[test]
+fn strips_credentials_in_every_spelling_then_sets_ours() {
+    let key = account("x-api-key", "SENTINEL");
+    let other = account("authorization", "Bearer OTHER");
+    let policy = HeaderPolicy::new([&key, &other]);
+    let mut h = request_headers(&[
+        ("authorization", "Bearer caller.jwt.token"),
+        ("proxy-authorization", "Basic x"),
+        ("x-api-key", "caller-key"),
+        ("X_Api_Key", "caller-key-2"),
+        ("x-forwarded-for", "6.6.6.6"),
+        ("X_Forwarded_For", "6.6.6.6"),
+        ("forwarded", "for=evil"),
+        ("x-http-method-override", "DELETE"),
+        ("connection", "close, x-custom, X_Other"),
+        ("x-custom", "hop"),
+        ("x-other", "hop"),
+        ("keep-alive", "timeout=5"),
+        ("te", "trailers"),
+        ("upgrade", "h2c"),
+        ("host", "attacker"),
+        ("content-length", "5"),
+        ("accept", "application/scim+json"),
+        ("if-match", "W/\"1\""),
+    ]);
+    policy.strip_request(&mut h);
+    set_upstream_headers(&mut h, &key, &forwarding());
+    let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+    assert_eq!(
+        h.get_all("x-api-key").iter().collect::<Vec<_>>(),
+        vec!["SENTINEL"]
+    );
+    assert!(h.get(AUTHORIZATION).is_none(), "{names:?}");
+    assert_eq!(h["x-forwarded-for"], "10.0.0.7");
+    assert_eq!(h["x-forwarded-host"], "gateway.example");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-request-id"], "rid-1");
+    assert_eq!(h["accept"], "application/scim+json");
+    assert_eq!(h["if-match"], "W/\"1\"");
+    for gone in [
+        "proxy-authorization",
+        "x_api_key",
+        "x_forwarded_for",
+        "forwarded",
+        "x-http-method-override",
+        "connection",
+        "x-custom",
+        "x-other",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "host",
+        "content-length",
+    ] {
+        assert!(!names.contains(&gone), "{gone} survived: {names:?}");
+    }
+}
+
+#[test]
+fn connection_cannot_remove_our_credential() {
+    let key = account("authorization", "Bearer SENTINEL");
+    let policy = HeaderPolicy::new([&key]);
+    let mut h = request_headers(&[("connection", "authorization, x-forwarded-for, x-request-id")]);
+    policy.strip_request(&mut h);
+    set_upstream_headers(&mut h, &key, &forwarding());
+    assert_eq!(h.get_all(AUTHORIZATION).iter().count(), 1);
+    assert_eq!(h[AUTHORIZATION], "Bearer SENTINEL");
+    assert!(h.contains_key("x-forwarded-for") && h.contains_key("x-request-id"));
+}
+
+#[test]
+fn stripping_is_idempotent() {
+    let key = account("x-api-key", "SENTINEL");
+    let policy = HeaderPolicy::new([&key]);
+    let mut once = request_headers(&[
+        ("connection", "x-a"),
+        ("x-a", "1"),
+        ("x-b", "2"),
+        ("X_API_KEY", "k"),
+    ]);
+    policy.strip_request(&mut once);
+    let mut twice = once.clone();
+    policy.strip_request(&mut twice);
+    assert_eq!(once, twice);
+    assert_eq!(once.len(), 1);
+}
+
+#[test]
+fn response_hop_by_hop_removed() {
+    let mut h = request_headers(&[
+        ("connection", "x-secret-hop"),
+        ("x-secret-hop", "1"),
+        ("transfer-encoding", "chunked"),
+        ("etag", "W/\"2\""),
+        ("location", "http://gateway.example/Users/1"),
+    ]);
+    strip_response(&mut h);
+    let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, vec!["etag", "location"]);
+}
+
+#[test]
+fn request_ids_are_kept_only_when_well_formed() {
+    let keep = request_headers(&[("x-request-id", "abc-123_x.y:z")]);
+    assert_eq!(request_id(&keep), "abc-123_x.y:z");
+    for bad in ["has space", "", &"x".repeat(129), "quote\"d"] {
+        let h = request_headers(&[("x-request-id", bad)]);
+        let id = request_id(&h);
+        assert_ne!(id, bad);
+        assert_eq!(id.len(), 32);
+    }
+    let two = request_headers(&[("x-request-id", "a"), ("x-request-id", "b")]);
+    assert_eq!(request_id(&two).len(), 32);
+}

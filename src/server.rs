@@ -1,0 +1,101 @@
+//! The proxy listener: accept loop, optional TLS, HTTP/1.1 + HTTP/2, limits, graceful drain.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::ServerConfig;
+use crate::proxy::{ConnInfo, Proxy};
+
+/// HTTP/1 read buffer, which bounds the request head: a larger head is answered with 431.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// HTTP/2 limits set explicitly rather than inherited (threats T34).
+const MAX_CONCURRENT_STREAMS: u32 = 100;
+const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `listener` until `shutdown` flips to true, then drains in-flight requests for at most
+/// `config.shutdown_grace`.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    proxy: Arc<Proxy>,
+    config: &ServerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(connection_builder(config));
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // EMFILE and friends: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let conn = ConnInfo { peer, https: tls.is_some() };
+                let service = {
+                    let proxy = Arc::clone(&proxy);
+                    service_fn(move |req| {
+                        let proxy = Arc::clone(&proxy);
+                        async move { Ok::<_, Infallible>(proxy.handle(req, conn).await) }
+                    })
+                };
+                let (builder, watcher, tls) = (Arc::clone(&builder), graceful.watcher(), tls.clone());
+                tokio::spawn(async move {
+                    let result = match tls {
+                        None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await,
+                        Some(acceptor) => {
+                            let Ok(Ok(stream)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else {
+                                tracing::debug!(%peer, "TLS handshake failed");
+                                return;
+                            };
+                            watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
+                        }
+                    };
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    tracing::info!(connections = graceful.count(), "draining");
+    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?config.shutdown_grace, "shutdown grace period over; closing remaining connections");
+    }
+}
+
+fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper ignores header_read_timeout unless a timer is set (design.md §8).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES);
+    builder
+}

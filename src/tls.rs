@@ -1,0 +1,62 @@
+//! TLS configuration for both directions: client trust roots (JWKS, upstream) and the listener's key pair.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// A TLS file that could not be used. Startup error: reaches `main` only.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read PEM certificates from {path}: {reason}")]
+    Certificates { path: PathBuf, reason: String },
+    #[error("cannot read a PEM private key from {path}: {reason}")]
+    PrivateKey { path: PathBuf, reason: String },
+    #[error("TLS configuration rejected: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// Client config trusting the bundled webpki roots (so distroless/scratch images need no CA
+/// bundle) plus, when given, the certificates in `extra_ca`.
+pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = extra_ca {
+        for cert in certificates(path)? {
+            roots.add(cert)?;
+        }
+    }
+    Ok(rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Server config for the proxy listener, offering HTTP/2 and HTTP/1.1 by ALPN.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let chain = certificates(cert)?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::PrivateKey {
+        path: key.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let fail = |reason: String| TlsError::Certificates {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| fail(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(fail("no certificates in file".into()));
+    }
+    Ok(certs)
+}

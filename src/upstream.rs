@@ -1,0 +1,168 @@
+//! Step 5: send the rewritten request to the configured backend over a pooled client.
+//!
+//! The target is built from the configured scheme, authority and base path plus the caller's path
+//! and query: nothing the caller sends can change where the API key goes (threats T26). Bodies
+//! stream both ways; redirects are returned to the caller, never followed.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::UpstreamConfig;
+use crate::tls::{TlsError, client_config};
+
+/// Boxed errors inside bodies (hyper, length limits).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type on both sides of the proxy.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// Why the upstream exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream unreachable: {0}")]
+    Unavailable(String),
+    #[error("upstream did not answer within upstream.timeout")]
+    Timeout,
+    #[error("request body exceeded server.max_body_bytes while streaming")]
+    BodyTooLarge,
+}
+
+/// The pooled client and the target.
+pub struct Upstream {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>,
+    config: UpstreamConfig,
+}
+
+impl Upstream {
+    pub fn new(config: &UpstreamConfig) -> Result<Self, TlsError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(client_config(config.ca_file.as_deref())?)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Ok(Self {
+            client,
+            config: config.clone(),
+        })
+    }
+
+    /// The upstream URI for a caller's request target: base path + path, query kept.
+    pub fn target(&self, caller: &Uri) -> Option<Uri> {
+        target_uri(&self.config, caller)
+    }
+
+    /// Sends the request; returns the response head with a streaming body.
+    pub async fn forward(
+        &self,
+        request: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, f64), UpstreamError> {
+        let started = Instant::now();
+        let response = tokio::time::timeout(self.config.timeout, self.client.request(request))
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+            .map_err(|e| classify(&e))?;
+        Ok((response, started.elapsed().as_secs_f64()))
+    }
+}
+
+/// Joins the configured base with the caller's origin-form target. `None` unless the caller's
+/// path starts with `/` (absolute-form authorities are ignored; `*` and CONNECT targets refused).
+pub fn target_uri(config: &UpstreamConfig, caller: &Uri) -> Option<Uri> {
+    let path = caller.path();
+    if !path.starts_with('/') {
+        return None;
+    }
+    let joined = match caller.query() {
+        Some(q) => format!("{}{path}?{q}", config.base_path),
+        None => format!("{}{path}", config.base_path),
+    };
+    let path_and_query = PathAndQuery::try_from(joined).ok()?;
+    Uri::builder()
+        .scheme(config.scheme.clone())
+        .authority(config.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .ok()
+}
+
+fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return UpstreamError::BodyTooLarge;
+        }
+        source = s.source();
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    UpstreamError::Unavailable(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn config(url: &str) -> UpstreamConfig {
+        let uri: Uri = url.parse().unwrap();
+        UpstreamConfig {
+            scheme: uri.scheme().unwrap().clone(),
+            authority: uri.authority().unwrap().clone(),
+            base_path: uri.path().trim_end_matches('/').to_owned(),
+            url: uri,
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            ca_file: None,
+        }
+    }
+
+    #[test]
+    fn joins_base_path_and_keeps_authority() {
+        let c = config("https://scim.internal/api/scim/v2/");
+        let t = |s: &str| target_uri(&c, &s.parse().unwrap()).map(|u| u.to_string());
+        assert_eq!(
+            t("/Users?filter=x").as_deref(),
+            Some("https://scim.internal/api/scim/v2/Users?filter=x")
+        );
+        assert_eq!(
+            t("//attacker/x").as_deref(),
+            Some("https://scim.internal/api/scim/v2//attacker/x")
+        );
+        assert_eq!(
+            t("http://attacker:1/Users").as_deref(),
+            Some("https://scim.internal/api/scim/v2/Users")
+        );
+        assert_eq!(
+            t("/@attacker/x").as_deref(),
+            Some("https://scim.internal/api/scim/v2/@attacker/x")
+        );
+        assert_eq!(t("*"), None);
+        let root = config("http://127.0.0.1:9000");
+        assert_eq!(
+            target_uri(&root, &"/v2/Users".parse().unwrap())
+                .unwrap()
+                .to_string(),
+            "http://127.0.0.1:9000/v2/Users"
+        );
+    }
+}
