@@ -15,12 +15,12 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::auth::jwks::Jwks;
 use crate::metrics::Metrics;
+use crate::proxy::Proxy;
 
 /// What the admin endpoints read.
 pub struct Admin {
-    pub jwks: Arc<Jwks>,
+    pub proxy: Arc<Proxy>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -58,7 +58,7 @@ impl Admin {
         }
         match req.uri().path() {
             "/healthz" => plain(StatusCode::OK, "ok\n"),
-            "/readyz" if self.jwks.is_ready() => plain(StatusCode::OK, "ready\n"),
+            "/readyz" if self.proxy.is_ready() => plain(StatusCode::OK, "ready\n"),
             "/readyz" => plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not ready: signing keys not loaded\n",

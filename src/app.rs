@@ -1,21 +1,23 @@
-//! Wiring: builds every component from the validated config and runs the listeners.
+//! Wiring: builds every component from the validated config, runs the listeners, applies reloads.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, Admin};
 use crate::auth::jwks::Jwks;
-use crate::auth::verify::Verifier;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
+use crate::reload;
+use crate::runtime::Runtime;
 use crate::server;
-use crate::tls::{self, TlsError};
-use crate::upstream::Upstream;
+use crate::tls::{ServerCert, TlsError};
 
 /// Why the gateway could not start. Reaches `main` only.
 #[derive(Debug, thiserror::Error)]
@@ -31,13 +33,28 @@ pub enum StartError {
     },
 }
 
+/// Why a reload was refused; the previous config stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("the new JWKS could not be loaded: {0}")]
+    Jwks(#[from] crate::auth::jwks::FetchError),
+}
+
 /// A built gateway, ready to bind and run.
 pub struct App {
-    config: Arc<Config>,
     proxy: Arc<Proxy>,
-    jwks: Arc<Jwks>,
     metrics: Arc<Metrics>,
-    tls: Option<TlsAcceptor>,
+    cert: Option<Arc<ServerCert>>,
+    /// Where the config came from, for reloads (`None`: environment only).
+    source: Option<PathBuf>,
+    /// The JWKS cache being refreshed in the background, and its task.
+    refresher: Mutex<Option<(Arc<Jwks>, JoinHandle<()>)>>,
+    /// Serialises reloads (SIGHUP and file changes may coincide).
+    reloading: tokio::sync::Mutex<u64>,
 }
 
 /// Bound sockets, so callers learn the real ports before serving (port 0 in tests).
@@ -47,65 +64,159 @@ pub struct Listeners {
 }
 
 impl App {
-    pub fn build(config: Config) -> Result<Self, StartError> {
-        let config = Arc::new(config);
+    /// Builds generation 1 from `config`; `source` is re-read on reload.
+    pub fn build(config: Config, source: Option<PathBuf>) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new()?);
-        let jwks = Arc::new(Jwks::new(&config.jwt, Arc::clone(&metrics))?);
-        let verifier = Verifier::new(&config.jwt, Arc::clone(&jwks));
-        let upstream = Upstream::new(&config.upstream)?;
-        let tls = match &config.server.tls {
-            Some(files) => Some(TlsAcceptor::from(tls::server_config(
-                &files.cert,
-                &files.key,
-            )?)),
+        let cert = match &config.server.tls {
+            Some(files) => Some(ServerCert::load(&files.cert, &files.key)?),
             None => None,
         };
-        let proxy = Arc::new(Proxy::new(
-            Arc::clone(&config),
-            verifier,
-            upstream,
-            Arc::clone(&metrics),
-        ));
+        let runtime = Runtime::build(config, None, &metrics, 1)?;
+        metrics.config_loaded(None);
         Ok(Self {
-            config,
-            proxy,
-            jwks,
+            proxy: Arc::new(Proxy::new(runtime, Arc::clone(&metrics))),
             metrics,
-            tls,
+            cert,
+            source,
+            refresher: Mutex::new(None),
+            reloading: tokio::sync::Mutex::new(1),
         })
     }
 
     /// Binds the proxy and admin addresses from the config.
     pub async fn bind(&self) -> Result<Listeners, StartError> {
+        let config = Arc::clone(&self.proxy.runtime().config);
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
                 .map_err(|source| StartError::Bind { addr, source })
         };
         Ok(Listeners {
-            proxy: bind(self.config.server.listen).await?,
-            admin: bind(self.config.admin.listen).await?,
+            proxy: bind(config.server.listen).await?,
+            admin: bind(config.admin.listen).await?,
         })
     }
 
     /// Runs until `shutdown` flips to true and in-flight requests have drained.
     pub async fn run(self, listeners: Listeners, shutdown: watch::Receiver<bool>) {
-        let refresher = tokio::spawn(Arc::clone(&self.jwks).run());
+        let app = Arc::new(self);
+        app.ensure_refresher();
         let admin = Arc::new(Admin {
-            jwks: Arc::clone(&self.jwks),
-            metrics: Arc::clone(&self.metrics),
+            proxy: Arc::clone(&app.proxy),
+            metrics: Arc::clone(&app.metrics),
         });
         let admin_task = tokio::spawn(admin::serve(listeners.admin, admin, shutdown.clone()));
+        let reload_task = tokio::spawn(reload::watch(Arc::clone(&app)));
+        let tls = app
+            .cert
+            .as_ref()
+            .map(|c| TlsAcceptor::from(c.server_config()));
+        let config = app.proxy.runtime().config.server.clone();
         server::serve(
             listeners.proxy,
-            self.tls,
-            self.proxy,
-            &self.config.server,
+            tls,
+            Arc::clone(&app.proxy),
+            &config,
             shutdown,
         )
         .await;
-        refresher.abort();
+        reload_task.abort();
         admin_task.abort();
+        if let Ok(mut slot) = app.refresher.lock()
+            && let Some((_, task)) = slot.take()
+        {
+            task.abort();
+        }
+    }
+
+    /// The config file this app reloads from, if any.
+    pub fn source(&self) -> Option<&std::path::Path> {
+        self.source.as_deref()
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.proxy.runtime().config)
+    }
+
+    /// Re-reads the config (and with it every key file), validates it and swaps it in. On any
+    /// error the running config stays and the failure is counted. In-flight requests finish on
+    /// the generation they started with.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        let mut generation = self.reloading.lock().await;
+        let result = self.try_reload(*generation + 1).await;
+        match &result {
+            Ok(()) => {
+                *generation += 1;
+                self.metrics.config_loaded(Some(true));
+                tracing::info!(generation = *generation, "configuration reloaded");
+            }
+            Err(e) => {
+                self.metrics.config_loaded(Some(false));
+                tracing::error!(error = %e, "configuration reload failed; keeping the running configuration");
+            }
+        }
+        result
+    }
+
+    async fn try_reload(&self, generation: u64) -> Result<(), ReloadError> {
+        let config = Config::load(self.source.as_deref())?;
+        let current = self.proxy.runtime();
+        warn_about_restart_only_changes(&current.config, &config);
+        if let (Some(cert), Some(files)) = (&self.cert, &config.server.tls) {
+            cert.reload(&files.cert, &files.key)?;
+        }
+        let runtime = Runtime::build(config, Some(&current), &self.metrics, generation)?;
+        if !Arc::ptr_eq(&runtime.jwks, &current.jwks) {
+            // A new key source must work before it replaces the old one.
+            runtime.jwks.refresh().await?;
+        }
+        self.proxy.swap(runtime);
+        self.ensure_refresher();
+        Ok(())
+    }
+
+    /// Keeps exactly one background refresh task, for the current generation's JWKS cache.
+    fn ensure_refresher(&self) {
+        let jwks = Arc::clone(&self.proxy.runtime().jwks);
+        let Ok(mut slot) = self.refresher.lock() else {
+            return;
+        };
+        if slot
+            .as_ref()
+            .is_some_and(|(running, _)| Arc::ptr_eq(running, &jwks))
+        {
+            return;
+        }
+        if let Some((_, old)) = slot.take() {
+            old.abort();
+        }
+        let task = tokio::spawn(Arc::clone(&jwks).run());
+        *slot = Some((jwks, task));
+    }
+}
+
+fn warn_about_restart_only_changes(old: &Config, new: &Config) {
+    let changes = [
+        ("server.listen", old.server.listen != new.server.listen),
+        ("admin.listen", old.admin.listen != new.admin.listen),
+        (
+            "server.tls_cert_file",
+            old.server.tls.is_some() != new.server.tls.is_some(),
+        ),
+        (
+            "log",
+            old.log.level != new.log.level || old.log.format != new.log.format,
+        ),
+        ("server timeouts and limits", {
+            let (a, b) = (&old.server, &new.server);
+            a.header_read_timeout != b.header_read_timeout || a.shutdown_grace != b.shutdown_grace
+        }),
+    ];
+    for (key, changed) in changes {
+        if changed {
+            tracing::warn!(key, "changed setting takes effect only after a restart");
+        }
     }
 }
 

@@ -75,7 +75,7 @@ pub enum LogFormat {
 }
 
 /// `[upstream]`: where requests go, split once into the parts the pipeline needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     /// The URL as configured, for summaries.
     pub url: Uri,

@@ -30,6 +30,8 @@ pub mod error;
 pub mod headers;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
+pub mod runtime;
 pub mod scim;
 pub mod server;
 pub mod signal;

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => Config::load(config.as_deref())
             .map_err(anyhow::Error::from)
-            .and_then(serve),
+            .and_then(|loaded| serve(loaded, config)),
         Command::Check { config, strict } => return check(config.as_deref(), strict),
         Command::Demo => runtime().and_then(|rt| rt.block_on(scimgate::demo::run())),
     };
@@ -52,13 +52,13 @@ fn check(path: Option<&std::path::Path>, strict: bool) -> ExitCode {
     }
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(config: Config, source: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     scimgate::telemetry::init(&config.log);
     for warning in &config.warnings {
         tracing::warn!(warning = %warning, "configuration warning");
     }
     runtime()?.block_on(async {
-        let app = App::build(config).context("cannot start")?;
+        let app = App::build(config, source).context("cannot start")?;
         let listeners = app.bind().await?;
         tracing::info!(
             proxy_addr = %listeners.proxy_addr().map(|a| a.to_string()).unwrap_or_default(),

@@ -53,6 +53,8 @@ pub struct Metrics {
     jwks_last_success: Gauge,
     token_cache_hits: IntCounter,
     token_cache_misses: IntCounter,
+    config_reloads: IntCounterVec,
+    config_last_reload: Gauge,
 }
 
 // === impl Outcome ===
@@ -161,6 +163,14 @@ impl Metrics {
             "scimgate_token_cache_misses_total",
             "Validated-token cache misses.",
         )?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new("scimgate_config_reloads_total", "Config reloads by result."),
+            &["result"],
+        )?;
+        let config_last_reload = Gauge::new(
+            "scimgate_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load (startup or reload).",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("scimgate_build_info", "Build information; always 1."),
             &["version"],
@@ -179,6 +189,8 @@ impl Metrics {
             Box::new(jwks_last_success.clone()),
             Box::new(token_cache_hits.clone()),
             Box::new(token_cache_misses.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_last_reload.clone()),
             Box::new(build_info),
         ] {
             registry.register(collector)?;
@@ -195,6 +207,8 @@ impl Metrics {
             jwks_last_success,
             token_cache_hits,
             token_cache_misses,
+            config_reloads,
+            config_last_reload,
         })
     }
 
@@ -231,10 +245,19 @@ impl Metrics {
             .with_label_values(&[result.as_str()])
             .inc();
         if result == JwksResult::Ok {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
-            self.jwks_last_success.set(now);
+            self.jwks_last_success.set(unix_now());
+        }
+    }
+
+    /// A config load: the startup one (`None`: timestamp only) or a reload (`Some(ok)`).
+    pub fn config_loaded(&self, reload: Option<bool>) {
+        match reload {
+            Some(true) => self.config_reloads.with_label_values(&["success"]).inc(),
+            Some(false) => self.config_reloads.with_label_values(&["failure"]).inc(),
+            None => {}
+        }
+        if reload != Some(false) {
+            self.config_last_reload.set(unix_now());
         }
     }
 
@@ -259,6 +282,12 @@ impl Metrics {
         }
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]

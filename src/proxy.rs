@@ -4,18 +4,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use crate::auth::verify::Verifier;
-use crate::auth::{bearer, policy};
-use crate::config::Config;
+use crate::auth::{AuthError, bearer, policy};
+use crate::config::Rule;
 use crate::error::{ProxyError, RequestError};
-use crate::headers::{self, Forwarding, HeaderPolicy};
+use crate::headers::{self, Forwarding};
 use crate::metrics::{Decision, Metrics, Outcome};
+use crate::runtime::Runtime;
 use crate::telemetry::AccessRecord;
-use crate::upstream::{ProxyBody, Upstream};
+use crate::upstream::ProxyBody;
 
 /// What the listener knows about the connection a request came in on.
 #[derive(Debug, Clone, Copy)]
@@ -24,40 +25,44 @@ pub struct ConnInfo {
     pub https: bool,
 }
 
-/// The gateway: everything a request needs, built once from the validated config.
+/// The gateway: the current runtime generation plus the process-wide metrics.
 pub struct Proxy {
-    config: Arc<Config>,
-    verifier: Verifier,
-    upstream: Upstream,
-    header_policy: HeaderPolicy,
+    runtime: ArcSwap<Runtime>,
     metrics: Arc<Metrics>,
 }
 
 impl Proxy {
-    pub fn new(
-        config: Arc<Config>,
-        verifier: Verifier,
-        upstream: Upstream,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        let header_policy = HeaderPolicy::new(config.service_accounts.iter().map(AsRef::as_ref));
+    pub fn new(runtime: Runtime, metrics: Arc<Metrics>) -> Self {
         Self {
-            config,
-            verifier,
-            upstream,
-            header_policy,
+            runtime: ArcSwap::from_pointee(runtime),
             metrics,
         }
+    }
+
+    /// The generation new requests will use.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Installs a new generation; requests already running keep the one they loaded.
+    pub fn swap(&self, runtime: Runtime) {
+        self.runtime.store(Arc::new(runtime));
+    }
+
+    /// Ready when the current generation's signing keys are loaded and fresh.
+    pub fn is_ready(&self) -> bool {
+        self.runtime.load().jwks.is_ready()
     }
 
     /// Runs one request through the pipeline and always produces a response (step 6 here:
     /// metrics and the access line are written once, where the outcome is known).
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
         let started = Instant::now();
+        let rt = self.runtime.load_full();
         let request_id = headers::request_id(req.headers());
         let mut record = AccessRecord::new(&req, &request_id, conn.peer);
-        let work = self.authorize_and_forward(req, conn, &request_id, &mut record);
-        let result = match tokio::time::timeout(self.config.server.request_timeout, work).await {
+        let work = self.authorize_and_forward(&rt, req, conn, &request_id, &mut record);
+        let result = match tokio::time::timeout(rt.config.server.request_timeout, work).await {
             Ok(result) => result,
             Err(_) => Err(ProxyError::RequestTimeout),
         };
@@ -80,14 +85,14 @@ impl Proxy {
     /// Steps 1–5. Each `?` ends the request with the step's error.
     async fn authorize_and_forward(
         &self,
+        rt: &Runtime,
         req: Request<Incoming>,
         conn: ConnInfo,
         request_id: &HeaderValue,
         record: &mut AccessRecord,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let target = self.check_request(&req)?;
-        let decision = self.authorize(&req, record).await;
-        let account = match decision {
+        let target = check_request(rt, &req)?;
+        let account = match self.authorize(rt, &req, record).await {
             Ok(rule) => {
                 self.metrics.auth_decision(Decision::Allow, "ok");
                 self.metrics.rule_match(&rule.name);
@@ -106,13 +111,12 @@ impl Proxy {
             host: headers::caller_host(&parts.uri, &parts.headers),
             request_id: request_id.clone(),
         };
-        self.header_policy.strip_request(&mut parts.headers);
+        rt.header_policy.strip_request(&mut parts.headers);
         headers::set_upstream_headers(&mut parts.headers, &account, &forwarding);
         parts.uri = target;
-        let body = Limited::new(body, self.max_body())
-            .map_err(Into::into)
-            .boxed();
-        let (mut response, upstream_seconds) = self
+        let limit = usize::try_from(rt.config.server.max_body_bytes).unwrap_or(usize::MAX);
+        let body = Limited::new(body, limit).map_err(Into::into).boxed();
+        let (mut response, upstream_seconds) = rt
             .upstream
             .forward(Request::from_parts(parts, body))
             .await?;
@@ -125,39 +129,34 @@ impl Proxy {
     }
 
     /// Steps 1–3: bearer token, verification, rule. Records who the caller is for the audit line.
-    async fn authorize(
+    async fn authorize<'rt>(
         &self,
+        rt: &'rt Runtime,
         req: &Request<Incoming>,
         record: &mut AccessRecord,
-    ) -> Result<&crate::config::Rule, crate::auth::AuthError> {
+    ) -> Result<&'rt Rule, AuthError> {
         let token = bearer::bearer_token(req.headers())?;
-        let verified = self.verifier.verify(token).await?;
+        let verified = rt.verifier.verify(token).await?;
         record.identify(&verified, token);
-        let rule = policy::authorize(&self.config.rules, &verified.claims)?;
+        let rule = policy::authorize(&rt.config.rules, &verified.claims)?;
         record.rule = Some(rule.name.clone());
         record.account = Some(rule.account.name.clone());
         Ok(rule)
     }
+}
 
-    /// Refusals that need no token: tunnels, bad targets, declared bodies over the limit.
-    fn check_request(&self, req: &Request<Incoming>) -> Result<http::Uri, RequestError> {
-        if req.method() == Method::CONNECT || req.method() == Method::TRACE {
-            return Err(RequestError::MethodNotAllowed);
-        }
-        let declared = req
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > self.config.server.max_body_bytes) {
-            return Err(RequestError::PayloadTooLarge);
-        }
-        self.upstream
-            .target(req.uri())
-            .ok_or(RequestError::BadTarget)
+/// Refusals that need no token: tunnels, bad targets, declared bodies over the limit.
+fn check_request(rt: &Runtime, req: &Request<Incoming>) -> Result<http::Uri, RequestError> {
+    if req.method() == Method::CONNECT || req.method() == Method::TRACE {
+        return Err(RequestError::MethodNotAllowed);
     }
-
-    fn max_body(&self) -> usize {
-        usize::try_from(self.config.server.max_body_bytes).unwrap_or(usize::MAX)
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > rt.config.server.max_body_bytes) {
+        return Err(RequestError::PayloadTooLarge);
     }
+    rt.upstream.target(req.uri()).ok_or(RequestError::BadTarget)
 }
