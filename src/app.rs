@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, Admin};
+use crate::auth::discovery::{self, DiscoveryError};
 use crate::auth::jwks::Jwks;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
@@ -31,6 +32,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
 }
 
 /// Why a reload was refused; the previous config stays in force.
@@ -40,6 +43,8 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
     #[error("the new JWKS could not be loaded: {0}")]
     Jwks(#[from] crate::auth::jwks::FetchError),
 }
@@ -65,13 +70,14 @@ pub struct Listeners {
 
 impl App {
     /// Builds generation 1 from `config`; `source` is re-read on reload.
-    pub fn build(config: Config, source: Option<PathBuf>) -> Result<Self, StartError> {
+    pub async fn build(config: Config, source: Option<PathBuf>) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new()?);
         let cert = match &config.server.tls {
             Some(files) => Some(ServerCert::load(&files.cert, &files.key)?),
             None => None,
         };
-        let runtime = Runtime::build(config, None, &metrics, 1)?;
+        let jwks_url = discovery::jwks_url(&config.jwt).await?;
+        let runtime = Runtime::build(config, jwks_url, None, &metrics, 1)?;
         metrics.config_loaded(None);
         Ok(Self {
             proxy: Arc::new(Proxy::new(runtime, Arc::clone(&metrics))),
@@ -166,7 +172,8 @@ impl App {
         if let (Some(cert), Some(files)) = (&self.cert, &config.server.tls) {
             cert.reload(&files.cert, &files.key)?;
         }
-        let runtime = Runtime::build(config, Some(&current), &self.metrics, generation)?;
+        let jwks_url = discovery::jwks_url(&config.jwt).await?;
+        let runtime = Runtime::build(config, jwks_url, Some(&current), &self.metrics, generation)?;
         if !Arc::ptr_eq(&runtime.jwks, &current.jwks) {
             // A new key source must work before it replaces the old one.
             runtime.jwks.refresh().await?;

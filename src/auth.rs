@@ -4,6 +4,8 @@
 //! error type for all of them is `AuthError`, mapped to HTTP in `error.rs`.
 
 pub mod bearer;
+pub mod discovery;
+pub mod fetch;
 pub mod jwks;
 pub mod policy;
 mod strict_json;

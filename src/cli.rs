@@ -28,6 +28,17 @@ pub enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Show the decision trace for one token: every check, the rule, the service account.
+    /// Exit 0 when the token would be allowed, 1 otherwise.
+    Explain {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print the trace as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The token, or "-" (or nothing) to read it from standard input.
+        token: Option<String>,
+    },
     /// Start a loopback-only demo: token issuer, echo upstream and gateway; prints curl lines.
     Demo,
 }

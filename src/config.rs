@@ -20,6 +20,7 @@ use jsonwebtoken::Algorithm;
 
 pub use raw::RawConfig;
 pub use secret::{Secret, SecretSource};
+pub use validate::is_loopback;
 
 /// The validated configuration. Cheap to share behind an `Arc`.
 #[derive(Debug)]
@@ -91,7 +92,8 @@ pub struct UpstreamConfig {
 /// `[jwt]`.
 #[derive(Debug, Clone)]
 pub struct JwtConfig {
-    pub jwks_url: Uri,
+    /// `None`: discovered from `issuer` at startup and on reload.
+    pub jwks_url: Option<Uri>,
     pub ca_file: Option<PathBuf>,
     pub issuer: Option<String>,
     pub audience: Vec<String>,
@@ -99,6 +101,7 @@ pub struct JwtConfig {
     pub leeway: Duration,
     pub max_lifetime: Duration,
     pub refresh_interval: Duration,
+    pub min_refresh_interval: Duration,
     pub refetch_cooldown: Duration,
     pub max_stale: Duration,
 }
@@ -271,7 +274,14 @@ impl Config {
         out.push_str(&format!("listen       {}{tls}\n", self.server.listen));
         out.push_str(&format!("admin        {}\n", self.admin.listen));
         out.push_str(&format!("upstream     {}\n", self.upstream.url));
-        out.push_str(&format!("jwks_url     {}\n", self.jwt.jwks_url));
+        let jwks = self.jwt.jwks_url.as_ref().map_or_else(
+            || "(discovered from the issuer)".to_owned(),
+            ToString::to_string,
+        );
+        out.push_str(&format!(
+            "jwks_url     {jwks}
+"
+        ));
         let issuer = self.jwt.issuer.as_deref().unwrap_or("(not checked)");
         out.push_str(&format!("issuer       {issuer}\n"));
         let audience = if self.jwt.audience.is_empty() {

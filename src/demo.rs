@@ -67,7 +67,7 @@ pub async fn run() -> anyhow::Result<()> {
     }));
     tokio::spawn(serve_fn(upstream_listener, |req| echo(&req)));
 
-    let app = App::build(config, Some(config_file.clone()))?;
+    let app = App::build(config, Some(config_file.clone())).await?;
     print_instructions(
         issuer_addr,
         upstream_addr,

@@ -27,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod explain;
 pub mod headers;
 pub mod metrics;
 pub mod proxy;

@@ -16,6 +16,11 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|loaded| serve(loaded, config)),
         Command::Check { config, strict } => return check(config.as_deref(), strict),
+        Command::Explain {
+            config,
+            json,
+            token,
+        } => return explain(config.as_deref(), json, token),
         Command::Demo => runtime().and_then(|rt| rt.block_on(scimgate::demo::run())),
     };
     match result {
@@ -52,13 +57,47 @@ fn check(path: Option<&std::path::Path>, strict: bool) -> ExitCode {
     }
 }
 
+/// Exit 0 allowed, 1 denied, 2 when the question could not be answered (config, I/O).
+fn explain(path: Option<&std::path::Path>, json: bool, token: Option<String>) -> ExitCode {
+    let token = match token.filter(|t| t != "-") {
+        Some(t) => t,
+        None => {
+            let mut buf = String::new();
+            if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut buf) {
+                eprintln!("scimgate: cannot read the token from stdin: {e}");
+                return ExitCode::from(2);
+            }
+            buf.trim().to_owned()
+        }
+    };
+    let result = runtime().and_then(|rt| rt.block_on(scimgate::explain::explain(path, &token)));
+    match result {
+        Ok(x) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&x).unwrap_or_default());
+            } else {
+                print!("{}", x.table());
+            }
+            if x.allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("scimgate: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn serve(config: Config, source: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     scimgate::telemetry::init(&config.log);
     for warning in &config.warnings {
         tracing::warn!(warning = %warning, "configuration warning");
     }
     runtime()?.block_on(async {
-        let app = App::build(config, source).context("cannot start")?;
+        let app = App::build(config, source).await.context("cannot start")?;
         let listeners = app.bind().await?;
         tracing::info!(
             proxy_addr = %listeners.proxy_addr().map(|a| a.to_string()).unwrap_or_default(),

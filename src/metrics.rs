@@ -81,8 +81,8 @@ impl Outcome {
 // === impl JwksResult ===
 
 impl JwksResult {
-    pub fn of<T>(result: &Result<T, crate::auth::jwks::FetchError>) -> Self {
-        use crate::auth::jwks::FetchError;
+    pub fn of<T>(result: &Result<T, crate::auth::fetch::FetchError>) -> Self {
+        use crate::auth::fetch::FetchError;
         match result {
             Ok(_) => Self::Ok,
             Err(FetchError::Unreachable(_)) => Self::Unreachable,

@@ -29,13 +29,19 @@ impl Runtime {
     /// settings did not change (keys stay loaded, pooled connections stay warm).
     pub fn build(
         config: Config,
+        jwks_url: http::Uri,
         previous: Option<&Runtime>,
         metrics: &Arc<Metrics>,
         generation: u64,
     ) -> Result<Self, TlsError> {
         let jwks = match previous {
-            Some(prev) if same_key_source(&prev.config.jwt, &config.jwt) => Arc::clone(&prev.jwks),
-            _ => Arc::new(Jwks::new(&config.jwt, Arc::clone(metrics))?),
+            Some(prev)
+                if prev.jwks.url() == &jwks_url
+                    && same_key_source(&prev.config.jwt, &config.jwt) =>
+            {
+                Arc::clone(&prev.jwks)
+            }
+            _ => Arc::new(Jwks::new(&config.jwt, jwks_url, Arc::clone(metrics))?),
         };
         let upstream = match previous {
             Some(prev) if prev.config.upstream == config.upstream => Arc::clone(&prev.upstream),
@@ -56,10 +62,10 @@ impl Runtime {
 
 /// The JWKS cache depends only on where keys come from and which algorithms may use them.
 fn same_key_source(a: &JwtConfig, b: &JwtConfig) -> bool {
-    a.jwks_url == b.jwks_url
-        && a.ca_file == b.ca_file
+    a.ca_file == b.ca_file
         && a.algorithms == b.algorithms
         && a.refresh_interval == b.refresh_interval
+        && a.min_refresh_interval == b.min_refresh_interval
         && a.refetch_cooldown == b.refetch_cooldown
         && a.max_stale == b.max_stale
 }

@@ -1,38 +1,35 @@
-//! The issuer's signing keys: fetched from `jwt.jwks_url`, filtered for safety, cached, refreshed.
+//! The issuer's signing keys: fetched from the JWKS URL, filtered for safety, cached, refreshed.
 //!
-//! Refresh runs in a background task every `refresh_interval`. A token with an unknown `kid`
-//! triggers at most one extra fetch per `refetch_cooldown`, and concurrent requests share it.
-//! On fetch failure the last good keys serve until they are older than `max_stale`.
+//! Refresh runs in a background task, every `refresh_interval` or sooner when the endpoint's
+//! `Cache-Control: max-age` says so (never below `min_refresh_interval`), revalidating with
+//! `If-None-Match`. A token with an unknown `kid` triggers at most one extra fetch per
+//! `refetch_cooldown`, and concurrent requests share it. On fetch failure the last good keys
+//! serve until they are older than `max_stale`.
+
+mod parse;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http::{HeaderValue, StatusCode, Uri};
 use jsonwebtoken::{Algorithm, DecodingKey};
-use serde_json::{Map, Value};
 
+pub use super::fetch::FetchError;
+use super::fetch::{self, IdpClient};
 use crate::config::JwtConfig;
 use crate::metrics::{JwksResult, Metrics};
-use crate::tls::{TlsError, client_config};
+use crate::tls::TlsError;
+pub use parse::parse_jwks;
 
 /// A JWKS larger than this is refused (threats T36): real sets are a few KiB.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// Keys beyond this count are ignored.
 const MAX_KEYS: usize = 100;
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// RFC 7518 §3.3: RSA keys MUST be 2048 bits or larger.
 const MIN_RSA_BITS: usize = 2048;
-
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+const ACCEPT: &str = "application/jwk-set+json, application/json";
 
 /// One usable verification key.
 pub struct VerifyKey {
@@ -45,33 +42,23 @@ pub struct VerifyKey {
 
 /// A loaded key set.
 pub struct KeySet {
-    pub keys: Vec<VerifyKey>,
-    /// Increases with every successful load; lets concurrent refetches coalesce.
+    pub keys: Arc<Vec<VerifyKey>>,
+    /// Changes whenever the keys change (not on a 304 revalidation); lets concurrent refetches
+    /// coalesce and keys the token cache.
     pub generation: u64,
+    /// When the keys were last confirmed by the endpoint (200 or 304).
     pub fetched_at: Instant,
+    etag: Option<HeaderValue>,
+    max_age: Option<Duration>,
 }
 
-/// Why a fetch failed. The old keys stay in use.
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("JWKS request failed: {0}")]
-    Unreachable(String),
-    #[error("JWKS request timed out")]
-    Timeout,
-    #[error("JWKS endpoint answered HTTP {0}")]
-    Status(u16),
-    #[error("JWKS body exceeds {MAX_JWKS_BYTES} bytes")]
-    TooLarge,
-    #[error("JWKS is invalid: {0}")]
-    Invalid(String),
-}
-
-/// The key cache shared by all requests.
+/// The key cache shared by all requests of a config generation.
 pub struct Jwks {
-    url: http::Uri,
-    client: HttpsClient,
+    url: Uri,
+    client: IdpClient,
     allowed: Vec<Algorithm>,
     refresh_interval: Duration,
+    min_refresh_interval: Duration,
     refetch_cooldown: Duration,
     max_stale: Duration,
     current: ArcSwapOption<KeySet>,
@@ -84,6 +71,17 @@ pub struct Jwks {
 // === impl KeySet ===
 
 impl KeySet {
+    /// A set built directly from keys (tests, `explain`).
+    pub fn new(keys: Vec<VerifyKey>, generation: u64) -> Self {
+        Self {
+            keys: Arc::new(keys),
+            generation,
+            fetched_at: Instant::now(),
+            etag: None,
+            max_age: None,
+        }
+    }
+
     /// Keys that may verify a token with this `kid` and `alg`. Without a `kid`, only an
     /// unambiguous set (exactly one key for the algorithm) is accepted (threats T03).
     pub fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Vec<&VerifyKey> {
@@ -106,21 +104,14 @@ impl KeySet {
 // === impl Jwks ===
 
 impl Jwks {
-    /// Builds the cache and its HTTPS client. Nothing is fetched until `refresh` or `run`.
-    pub fn new(config: &JwtConfig, metrics: Arc<Metrics>) -> Result<Self, TlsError> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(client_config(config.ca_file.as_deref())?)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+    /// Builds the cache for keys at `url`. Nothing is fetched until `refresh` or `run`.
+    pub fn new(config: &JwtConfig, url: Uri, metrics: Arc<Metrics>) -> Result<Self, TlsError> {
         Ok(Self {
-            url: config.jwks_url.clone(),
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            url,
+            client: fetch::client(config.ca_file.as_deref())?,
             allowed: config.algorithms.clone(),
             refresh_interval: config.refresh_interval,
+            min_refresh_interval: config.min_refresh_interval,
             refetch_cooldown: config.refetch_cooldown,
             max_stale: config.max_stale,
             current: ArcSwapOption::empty(),
@@ -128,6 +119,11 @@ impl Jwks {
             refetch_gate: tokio::sync::Mutex::new(None),
             metrics,
         })
+    }
+
+    /// Where the keys come from.
+    pub fn url(&self) -> &Uri {
+        &self.url
     }
 
     /// The current keys, or `None` if they never loaded or are older than `max_stale`.
@@ -142,20 +138,59 @@ impl Jwks {
         self.current().is_some()
     }
 
-    /// Fetches, parses and installs the key set. On error the previous keys stay.
+    /// Fetches (or revalidates), parses and installs the key set. On error the previous keys stay.
     pub async fn refresh(&self) -> Result<Arc<KeySet>, FetchError> {
-        let result = self.fetch_and_parse().await;
+        let result = self.fetch_key_set().await;
         self.metrics.jwks_fetch(JwksResult::of(&result));
-        let keys = result?;
-        let set = Arc::new(KeySet {
-            keys,
-            generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
-            fetched_at: Instant::now(),
-        });
+        let set = result?;
         self.metrics.jwks_loaded(set.keys.len());
         self.current.store(Some(Arc::clone(&set)));
-        tracing::info!(keys = set.keys.len(), url = %self.url, "JWKS loaded");
         Ok(set)
+    }
+
+    async fn fetch_key_set(&self) -> Result<Arc<KeySet>, FetchError> {
+        let previous = self.current.load_full();
+        let etag = previous.as_ref().and_then(|s| s.etag.clone());
+        let fetched = fetch::get(
+            &self.client,
+            &self.url,
+            ACCEPT,
+            etag.as_ref(),
+            MAX_JWKS_BYTES,
+        )
+        .await?;
+        let max_age = fetch::max_age(&fetched.headers);
+        let new_etag = fetched.headers.get(http::header::ETAG).cloned();
+        match (fetched.status, previous) {
+            (StatusCode::NOT_MODIFIED, Some(prev)) if etag.is_some() => {
+                tracing::debug!(url = %self.url, "JWKS not modified");
+                Ok(Arc::new(KeySet {
+                    keys: Arc::clone(&prev.keys),
+                    generation: prev.generation,
+                    fetched_at: Instant::now(),
+                    etag: new_etag.or(etag),
+                    max_age,
+                }))
+            }
+            (StatusCode::OK, _) => {
+                let (keys, dropped) = parse_jwks(&fetched.body, &self.allowed)?;
+                for note in dropped {
+                    tracing::warn!(note = %note, "JWKS key ignored");
+                }
+                if keys.is_empty() {
+                    return Err(FetchError::Invalid("no usable keys".into()));
+                }
+                tracing::info!(keys = keys.len(), url = %self.url, "JWKS loaded");
+                Ok(Arc::new(KeySet {
+                    keys: Arc::new(keys),
+                    generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
+                    fetched_at: Instant::now(),
+                    etag: new_etag,
+                    max_age,
+                }))
+            }
+            (status, _) => Err(FetchError::Status(status.as_u16())),
+        }
     }
 
     /// An on-demand refetch (unknown `kid`, or no keys yet), shared by concurrent callers and
@@ -175,21 +210,21 @@ impl Jwks {
         match self.refresh().await {
             Ok(_) => self.current(),
             Err(e) => {
-                tracing::warn!(error = %e, "JWKS refetch failed");
+                tracing::warn!(error = %e, url = %self.url, "JWKS refetch failed");
                 None
             }
         }
     }
 
-    /// Background refresh: immediately, then every `refresh_interval`; after a failure, retry
-    /// with backoff from 1 s up to the interval so an IdP outage is not hammered.
+    /// Background refresh: immediately, then per `next_refresh`; after a failure, retry with
+    /// backoff from 1 s up to the interval so an IdP outage is not hammered.
     pub async fn run(self: Arc<Self>) {
         let mut backoff = Duration::from_secs(1);
         loop {
             let wait = match self.refresh().await {
-                Ok(_) => {
+                Ok(set) => {
                     backoff = Duration::from_secs(1);
-                    self.refresh_interval
+                    self.next_refresh(set.max_age)
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, url = %self.url, "JWKS refresh failed; keeping the last good keys");
@@ -202,201 +237,12 @@ impl Jwks {
         }
     }
 
-    async fn fetch_and_parse(&self) -> Result<Vec<VerifyKey>, FetchError> {
-        let body = tokio::time::timeout(FETCH_TIMEOUT, self.fetch())
-            .await
-            .map_err(|_| FetchError::Timeout)??;
-        let (keys, dropped) = parse_jwks(&body, &self.allowed)?;
-        for note in dropped {
-            tracing::warn!(note = %note, "JWKS key ignored");
-        }
-        if keys.is_empty() {
-            return Err(FetchError::Invalid("no usable keys".into()));
-        }
-        Ok(keys)
+    /// `max-age` from the endpoint, bounded by `[min_refresh_interval, refresh_interval]`.
+    fn next_refresh(&self, max_age: Option<Duration>) -> Duration {
+        max_age
+            .unwrap_or(self.refresh_interval)
+            .clamp(self.min_refresh_interval, self.refresh_interval)
     }
-
-    async fn fetch(&self) -> Result<Bytes, FetchError> {
-        let request = http::Request::get(self.url.clone())
-            .header(
-                http::header::ACCEPT,
-                "application/jwk-set+json, application/json",
-            )
-            .body(Empty::new())
-            .map_err(|e| FetchError::Unreachable(e.to_string()))?;
-        // Redirects are not followed: the key source is exactly the configured URL (T35).
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| FetchError::Unreachable(error_chain(&e)))?;
-        if response.status() != http::StatusCode::OK {
-            return Err(FetchError::Status(response.status().as_u16()));
-        }
-        let limited = Limited::new(response.into_body(), MAX_JWKS_BYTES);
-        match limited.collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(FetchError::TooLarge),
-            Err(e) => Err(FetchError::Unreachable(e.to_string())),
-        }
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
-/// Parses a JWK Set, keeping the keys that are safe to use and explaining each one dropped.
-///
-/// Keys are parsed one by one so one bad entry does not discard the set (RFC 7517 §5).
-/// Dropped: `kty: oct` (its secret is public), `use: enc`, `key_ops` without `verify`, RSA
-/// below 2048 bits, curves other than P-256/P-384/Ed25519, and algorithms outside `allowed`.
-pub fn parse_jwks(
-    body: &[u8],
-    allowed: &[Algorithm],
-) -> Result<(Vec<VerifyKey>, Vec<String>), FetchError> {
-    let doc: Value =
-        serde_json::from_slice(body).map_err(|e| FetchError::Invalid(e.to_string()))?;
-    let Some(entries) = doc.get("keys").and_then(Value::as_array) else {
-        return Err(FetchError::Invalid("no \"keys\" array".into()));
-    };
-    let mut keys = Vec::new();
-    let mut dropped = Vec::new();
-    for (i, entry) in entries.iter().enumerate() {
-        let kid = entry.get("kid").and_then(Value::as_str).map(str::to_owned);
-        let name = kid
-            .clone()
-            .map_or_else(|| format!("#{i} (no kid)"), |k| format!("kid {k:?}"));
-        if keys.len() == MAX_KEYS {
-            dropped.push(format!("{name}: more than {MAX_KEYS} keys"));
-            continue;
-        }
-        match parse_key(entry, allowed) {
-            Ok((algorithms, key)) => keys.push(VerifyKey {
-                kid,
-                algorithms,
-                key,
-            }),
-            Err(reason) => dropped.push(format!("{name}: {reason}")),
-        }
-    }
-    Ok((keys, dropped))
-}
-
-fn parse_key(
-    entry: &Value,
-    allowed: &[Algorithm],
-) -> Result<(Vec<Algorithm>, DecodingKey), String> {
-    let obj = entry.as_object().ok_or("not a JSON object")?;
-    let text = |name: &str| obj.get(name).and_then(Value::as_str);
-    if let Some(u) = obj.get("use")
-        && u.as_str() != Some("sig")
-    {
-        return Err(format!("use {u} is not \"sig\""));
-    }
-    if let Some(ops) = obj.get("key_ops") {
-        let verifies = ops
-            .as_array()
-            .is_some_and(|a| a.iter().any(|o| o.as_str() == Some("verify")));
-        if !verifies {
-            return Err("key_ops does not include \"verify\"".into());
-        }
-    }
-    let (implied, key) = match text("kty") {
-        Some("RSA") => rsa_key(obj)?,
-        Some("EC") => ec_key(obj)?,
-        Some("OKP") => okp_key(obj)?,
-        Some("oct") => return Err("symmetric (kty oct) keys are never used".into()),
-        Some(other) => return Err(format!("unsupported kty {other:?}")),
-        None => return Err("missing kty".into()),
-    };
-    let algorithms: Vec<Algorithm> = match obj.get("alg") {
-        None => implied
-            .into_iter()
-            .filter(|a| allowed.contains(a))
-            .collect(),
-        Some(alg) => {
-            let alg = alg.as_str().and_then(|a| a.parse::<Algorithm>().ok());
-            match alg {
-                Some(a) if implied.contains(&a) && allowed.contains(&a) => vec![a],
-                Some(a) if implied.contains(&a) => {
-                    return Err(format!("alg {a:?} is not in jwt.algorithms"));
-                }
-                Some(_) | None => return Err("alg does not fit the key type".into()),
-            }
-        }
-    };
-    if algorithms.is_empty() {
-        return Err("none of its algorithms is in jwt.algorithms".into());
-    }
-    Ok((algorithms, key))
-}
-
-fn b64_len(obj: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
-    let text = obj
-        .get(name)
-        .and_then(Value::as_str)
-        .ok_or(format!("missing {name}"))?;
-    URL_SAFE_NO_PAD
-        .decode(text)
-        .map_err(|_| format!("{name} is not base64url"))
-}
-
-fn rsa_key(obj: &Map<String, Value>) -> Result<(Vec<Algorithm>, DecodingKey), String> {
-    let n = b64_len(obj, "n")?;
-    let e = b64_len(obj, "e")?;
-    let significant = n.iter().skip_while(|&&b| b == 0).count();
-    let bits = n
-        .iter()
-        .find(|&&b| b != 0)
-        .map_or(0, |first| significant * 8 - first.leading_zeros() as usize);
-    if bits < MIN_RSA_BITS {
-        return Err(format!("RSA key of {bits} bits is below {MIN_RSA_BITS}"));
-    }
-    if e.is_empty() || e.last().is_some_and(|b| b % 2 == 0) || e == [1] {
-        return Err("RSA exponent is invalid".into());
-    }
-    use Algorithm::{PS256, PS384, PS512, RS256, RS384, RS512};
-    Ok((
-        vec![RS256, RS384, RS512, PS256, PS384, PS512],
-        DecodingKey::from_rsa_raw_components(&n, &e),
-    ))
-}
-
-fn ec_key(obj: &Map<String, Value>) -> Result<(Vec<Algorithm>, DecodingKey), String> {
-    let (alg, len) = match obj.get("crv").and_then(Value::as_str) {
-        Some("P-256") => (Algorithm::ES256, 32),
-        Some("P-384") => (Algorithm::ES384, 48),
-        other => return Err(format!("unsupported EC curve {other:?}")),
-    };
-    let (x, y) = (b64_len(obj, "x")?, b64_len(obj, "y")?);
-    if x.len() != len || y.len() != len {
-        return Err("EC coordinates have the wrong length".into());
-    }
-    let key =
-        DecodingKey::from_ec_components(&URL_SAFE_NO_PAD.encode(x), &URL_SAFE_NO_PAD.encode(y))
-            .map_err(|e| format!("invalid EC key: {e}"))?;
-    Ok((vec![alg], key))
-}
-
-fn okp_key(obj: &Map<String, Value>) -> Result<(Vec<Algorithm>, DecodingKey), String> {
-    if obj.get("crv").and_then(Value::as_str) != Some("Ed25519") {
-        return Err("unsupported OKP curve (only Ed25519)".into());
-    }
-    let x = b64_len(obj, "x")?;
-    if x.len() != 32 {
-        return Err("Ed25519 key has the wrong length".into());
-    }
-    let key = DecodingKey::from_ed_components(&URL_SAFE_NO_PAD.encode(x))
-        .map_err(|e| format!("invalid Ed25519 key: {e}"))?;
-    Ok((vec![Algorithm::EdDSA], key))
 }
 
 #[cfg(test)]

@@ -12,8 +12,18 @@ pub fn authorize<'r>(
 ) -> Result<&'r Rule, AuthError> {
     rules
         .iter()
-        .find(|rule| claim(claims, rule).is_some_and(|v| matches(v, &rule.value, rule.match_mode)))
+        .find(|rule| rule_matches(rule, claims))
         .ok_or(AuthError::NoMatchingRule)
+}
+
+/// Whether one rule's claim test passes.
+pub fn rule_matches(rule: &Rule, claims: &Map<String, Value>) -> bool {
+    claim(claims, rule).is_some_and(|v| matches(v, &rule.value, rule.match_mode))
+}
+
+/// The claim value a rule would test, if present (for `explain`).
+pub fn claim_value<'c>(claims: &'c Map<String, Value>, rule: &Rule) -> Option<&'c Value> {
+    claim(claims, rule)
 }
 
 /// The claim a rule reads. A top-level claim whose name is the rule's claim text wins (URL-style

@@ -43,7 +43,7 @@ pub struct VerifiedToken {
 /// Verifies tokens against the JWKS cache and the `[jwt]` settings.
 pub struct Verifier {
     jwks: Arc<Jwks>,
-    checks: ClaimChecks,
+    pub checks: ClaimChecks,
 }
 
 /// The claim-level settings, with one prepared `Validation` per allowed algorithm.
@@ -106,7 +106,8 @@ impl Verifier {
     }
 }
 
-fn now() -> u64 {
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -159,6 +160,11 @@ pub fn inspect_header(token: &str, allowed: &[Algorithm]) -> Result<TokenHeader,
 // === impl ClaimChecks ===
 
 impl ClaimChecks {
+    /// The configured algorithm allow-list.
+    pub fn allowed(&self) -> &[Algorithm] {
+        &self.allowed
+    }
+
     pub fn new(config: &JwtConfig) -> Self {
         let mut required = vec!["exp"];
         if config.issuer.is_some() {

@@ -70,6 +70,7 @@ pub struct RawJwt {
     pub leeway: String,
     pub max_lifetime: String,
     pub refresh_interval: String,
+    pub min_refresh_interval: String,
     pub refetch_cooldown: String,
     pub max_stale: String,
 }
@@ -159,6 +160,7 @@ impl Default for RawJwt {
             leeway: "30s".into(),
             max_lifetime: "24h".into(),
             refresh_interval: "5m".into(),
+            min_refresh_interval: "1m".into(),
             refetch_cooldown: "30s".into(),
             max_stale: "24h".into(),
         }

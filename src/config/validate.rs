@@ -250,7 +250,20 @@ fn base_url(c: &mut Checker, path: &str, text: &str) -> Option<Uri> {
     Some(url)
 }
 
-fn is_loopback(host: &str) -> bool {
+/// An absolute URL we may fetch keys or discovery documents from: https, or http on loopback.
+fn secure_url(c: &mut Checker, path: &str, text: &str) -> Option<Uri> {
+    let url = base_url(c, path, text)?;
+    if url.scheme_str() == Some("http") && !url.host().is_some_and(is_loopback) {
+        c.problem(
+            path,
+            "must use https (plain http is allowed only for loopback hosts)",
+        );
+    }
+    Some(url)
+}
+
+/// `localhost` or a loopback IP literal (brackets allowed).
+pub fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host
@@ -293,17 +306,29 @@ fn jwt(c: &mut Checker, raw: &RawJwt) -> Option<JwtConfig> {
     let max_lifetime = c.positive_duration("jwt.max_lifetime", &raw.max_lifetime);
     let refetch_cooldown = c.duration("jwt.refetch_cooldown", &raw.refetch_cooldown);
     let ca_file = c.existing_file("jwt.ca_file", raw.ca_file.as_ref());
-    let Some(text) = &raw.jwks_url else {
-        c.problem("jwt.jwks_url", "required: the issuer's JWKS URL");
-        return None;
-    };
-    let jwks_url = base_url(c, "jwt.jwks_url", text)?;
-    if jwks_url.scheme_str() == Some("http") && !jwks_url.host().is_some_and(is_loopback) {
+    let min_refresh_interval =
+        c.positive_duration("jwt.min_refresh_interval", &raw.min_refresh_interval);
+    if min_refresh_interval > refresh_interval {
         c.problem(
-            "jwt.jwks_url",
-            "must use https (plain http is allowed only for loopback hosts)",
+            "jwt.min_refresh_interval",
+            "must not exceed jwt.refresh_interval",
         );
     }
+    let jwks_url = match (&raw.jwks_url, &issuer) {
+        (Some(text), _) => Some(secure_url(c, "jwt.jwks_url", text)?),
+        (None, Some(iss)) => {
+            // Discovery: the issuer URL itself must be one we may fetch from.
+            secure_url(c, "jwt.issuer", iss)?;
+            None
+        }
+        (None, None) => {
+            c.problem(
+                "jwt.jwks_url",
+                "required unless jwt.issuer is set (then it is discovered)",
+            );
+            return None;
+        }
+    };
     Some(JwtConfig {
         jwks_url,
         ca_file,
@@ -313,6 +338,7 @@ fn jwt(c: &mut Checker, raw: &RawJwt) -> Option<JwtConfig> {
         leeway,
         max_lifetime,
         refresh_interval,
+        min_refresh_interval,
         refetch_cooldown,
         max_stale,
     })

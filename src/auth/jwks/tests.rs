@@ -2,6 +2,9 @@
 
 use super::*;
 use crate::demo::issuer::Issuer;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::Value;
 use serde_json::json;
 
 const ALL: &[Algorithm] = &[
@@ -112,12 +115,13 @@ fn caps_the_number_of_keys() {
 fn candidates_without_kid_need_an_unambiguous_set() {
     let a = Issuer::generate("a").unwrap().jwk();
     let b = Issuer::generate("b").unwrap().jwk();
-    let set = |keys: Value| KeySet {
-        keys: parse_jwks(json!({"keys": keys}).to_string().as_bytes(), ALL)
-            .unwrap()
-            .0,
-        generation: 1,
-        fetched_at: Instant::now(),
+    let set = |keys: Value| {
+        KeySet::new(
+            parse_jwks(json!({"keys": keys}).to_string().as_bytes(), ALL)
+                .unwrap()
+                .0,
+            1,
+        )
     };
     let one = set(json!([&a]));
     assert_eq!(one.candidates(None, Algorithm::ES256).len(), 1);

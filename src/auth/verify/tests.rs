@@ -1,7 +1,7 @@
 //! Token verification against real ES256 tokens (also guards the jsonwebtoken crypto-feature
 //! trap: without exactly one backend, the first decode panics).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -13,7 +13,7 @@ const ISS: &str = "https://idp.example.com";
 
 fn config() -> JwtConfig {
     JwtConfig {
-        jwks_url: "https://idp.example.com/keys".parse().unwrap(),
+        jwks_url: Some("https://idp.example.com/keys".parse().unwrap()),
         ca_file: None,
         issuer: Some(ISS.into()),
         audience: vec!["scimgate".into()],
@@ -21,6 +21,7 @@ fn config() -> JwtConfig {
         leeway: Duration::from_secs(30),
         max_lifetime: Duration::from_secs(3600),
         refresh_interval: Duration::from_secs(300),
+        min_refresh_interval: Duration::from_secs(60),
         refetch_cooldown: Duration::from_secs(30),
         max_stale: Duration::from_secs(3600),
     }
@@ -38,11 +39,7 @@ impl Fixture {
         let (keys, _) = parse_jwks(issuer.jwks().as_bytes(), &[Algorithm::ES256]).unwrap();
         Self {
             issuer,
-            keys: KeySet {
-                keys,
-                generation: 1,
-                fetched_at: Instant::now(),
-            },
+            keys: KeySet::new(keys, 1),
             checks: ClaimChecks::new(&config()),
         }
     }
