@@ -4,6 +4,7 @@
 //! error type for all of them is `AuthError`, mapped to HTTP in `error.rs`.
 
 pub mod bearer;
+pub mod cache;
 pub mod discovery;
 pub mod fetch;
 pub mod jwks;

@@ -28,6 +28,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    /// `[runtime] worker_threads`; `None`: one per CPU core.
+    pub worker_threads: Option<usize>,
     pub upstream: UpstreamConfig,
     pub jwt: JwtConfig,
     /// Ordered: the first matching rule wins.
@@ -104,6 +106,8 @@ pub struct JwtConfig {
     pub min_refresh_interval: Duration,
     pub refetch_cooldown: Duration,
     pub max_stale: Duration,
+    /// Validated-token cache entries; 0 disables the cache.
+    pub token_cache_size: u64,
 }
 
 /// One authorization rule: a claim test that selects a service account.

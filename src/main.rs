@@ -33,10 +33,15 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    runtime_with(None)
+}
+
+fn runtime_with(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n);
+    }
+    builder.enable_all().build().context("cannot start the async runtime")
 }
 
 fn check(path: Option<&std::path::Path>, strict: bool) -> ExitCode {
@@ -96,7 +101,7 @@ fn serve(config: Config, source: Option<std::path::PathBuf>) -> anyhow::Result<(
     for warning in &config.warnings {
         tracing::warn!(warning = %warning, "configuration warning");
     }
-    runtime()?.block_on(async {
+    runtime_with(config.worker_threads)?.block_on(async {
         let app = App::build(config, source).await.context("cannot start")?;
         let listeners = app.bind().await?;
         tracing::info!(

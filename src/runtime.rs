@@ -47,7 +47,7 @@ impl Runtime {
             Some(prev) if prev.config.upstream == config.upstream => Arc::clone(&prev.upstream),
             _ => Arc::new(Upstream::new(&config.upstream)?),
         };
-        let verifier = Verifier::new(&config.jwt, Arc::clone(&jwks));
+        let verifier = Verifier::new(&config.jwt, Arc::clone(&jwks), Arc::clone(metrics));
         let header_policy = HeaderPolicy::new(config.service_accounts.iter().map(AsRef::as_ref));
         Ok(Self {
             config: Arc::new(config),

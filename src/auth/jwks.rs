@@ -50,6 +50,8 @@ pub struct KeySet {
     pub fetched_at: Instant,
     etag: Option<HeaderValue>,
     max_age: Option<Duration>,
+    /// SHA-256 of the JWKS body: an identical body keeps the generation (and cached tokens).
+    digest: [u8; 32],
 }
 
 /// The key cache shared by all requests of a config generation.
@@ -79,6 +81,7 @@ impl KeySet {
             fetched_at: Instant::now(),
             etag: None,
             max_age: None,
+            digest: [0; 32],
         }
     }
 
@@ -161,18 +164,25 @@ impl Jwks {
         .await?;
         let max_age = fetch::max_age(&fetched.headers);
         let new_etag = fetched.headers.get(http::header::ETAG).cloned();
+        let unchanged = |prev: &KeySet, digest: [u8; 32]| KeySet {
+            keys: Arc::clone(&prev.keys),
+            generation: prev.generation,
+            fetched_at: Instant::now(),
+            etag: new_etag.clone().or_else(|| etag.clone()),
+            max_age,
+            digest,
+        };
         match (fetched.status, previous) {
             (StatusCode::NOT_MODIFIED, Some(prev)) if etag.is_some() => {
                 tracing::debug!(url = %self.url, "JWKS not modified");
-                Ok(Arc::new(KeySet {
-                    keys: Arc::clone(&prev.keys),
-                    generation: prev.generation,
-                    fetched_at: Instant::now(),
-                    etag: new_etag.or(etag),
-                    max_age,
-                }))
+                Ok(Arc::new(unchanged(&prev, prev.digest)))
             }
-            (StatusCode::OK, _) => {
+            (StatusCode::OK, previous) => {
+                let mut digest = [0u8; 32];
+                digest.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &fetched.body).as_ref());
+                if let Some(prev) = previous.filter(|p| p.digest == digest) {
+                    return Ok(Arc::new(unchanged(&prev, digest)));
+                }
                 let (keys, dropped) = parse_jwks(&fetched.body, &self.allowed)?;
                 for note in dropped {
                     tracing::warn!(note = %note, "JWKS key ignored");
@@ -187,6 +197,7 @@ impl Jwks {
                     fetched_at: Instant::now(),
                     etag: new_etag,
                     max_age,
+                    digest,
                 }))
             }
             (status, _) => Err(FetchError::Status(status.as_u16())),

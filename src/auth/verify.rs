@@ -14,10 +14,12 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
+use super::cache::TokenCache;
 use super::jwks::{Jwks, VerifyKey};
 use super::strict_json::{StrictValue, parse_object};
 use super::{AuthError, TokenRejection};
 use crate::config::JwtConfig;
+use crate::metrics::Metrics;
 
 /// `typ` values accepted (RFC 7519 §5.1, RFC 9068 §2.1), compared case-insensitively.
 const ACCEPTED_TYP: &[&str] = &["jwt", "at+jwt", "application/at+jwt"];
@@ -35,7 +37,8 @@ pub struct TokenHeader {
 /// A token whose signature and claims passed every check.
 #[derive(Debug, Clone)]
 pub struct VerifiedToken {
-    pub claims: Map<String, Value>,
+    /// Shared so a cache hit costs a reference count, not a copy.
+    pub claims: Arc<Map<String, Value>>,
     pub kid: Option<String>,
     pub alg: Algorithm,
 }
@@ -44,6 +47,8 @@ pub struct VerifiedToken {
 pub struct Verifier {
     jwks: Arc<Jwks>,
     pub checks: ClaimChecks,
+    cache: TokenCache,
+    metrics: Arc<Metrics>,
 }
 
 /// The claim-level settings, with one prepared `Validation` per allowed algorithm.
@@ -59,24 +64,32 @@ pub struct ClaimChecks {
 // === impl Verifier ===
 
 impl Verifier {
-    pub fn new(config: &JwtConfig, jwks: Arc<Jwks>) -> Self {
+    pub fn new(config: &JwtConfig, jwks: Arc<Jwks>, metrics: Arc<Metrics>) -> Self {
         Self {
             jwks,
             checks: ClaimChecks::new(config),
+            cache: TokenCache::new(config.token_cache_size, config.leeway),
+            metrics,
         }
     }
 
-    /// Runs every check on `token`. Fetches keys only through the JWKS cache's rate-limited paths.
+    /// Runs every check on `token`, or finds it in the validated-token cache. Fetches keys only
+    /// through the JWKS cache's rate-limited paths.
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, AuthError> {
-        let header =
-            inspect_header(token, &self.checks.allowed).map_err(AuthError::InvalidToken)?;
-        let mut keys = match self.jwks.current() {
+        let now = now();
+        let cache_key = self.cache.is_enabled().then(|| TokenCache::key(token));
+        let current = self.jwks.current();
+        if let (Some(key), Some(keys)) = (&cache_key, &current) {
+            let hit = self.cache.get(key, keys.generation, now);
+            self.metrics.token_cache(hit.is_some());
+            if let Some(verified) = hit {
+                return Ok(verified);
+            }
+        }
+        let header = inspect_header(token, &self.checks.allowed).map_err(AuthError::InvalidToken)?;
+        let mut keys = match current {
             Some(keys) => keys,
-            None => self
-                .jwks
-                .refetch_after(None)
-                .await
-                .ok_or(AuthError::KeysUnavailable)?,
+            None => self.jwks.refetch_after(None).await.ok_or(AuthError::KeysUnavailable)?,
         };
         if let Some(kid) = header.kid.as_deref()
             && !keys.has_kid(kid)
@@ -85,24 +98,17 @@ impl Verifier {
             keys = newer;
         }
         let candidates = keys.candidates(header.kid.as_deref(), header.alg);
-        let unknown_kid = header.kid.as_deref().is_some_and(|kid| !keys.has_kid(kid));
         if candidates.is_empty() {
-            let rejection = if unknown_kid || header.kid.is_none() {
-                TokenRejection::UnknownKey
-            } else {
-                TokenRejection::DisallowedAlgorithm
-            };
+            let unknown = header.kid.as_deref().is_none_or(|kid| !keys.has_kid(kid));
+            let rejection = if unknown { TokenRejection::UnknownKey } else { TokenRejection::DisallowedAlgorithm };
             return Err(AuthError::InvalidToken(rejection));
         }
-        let claims = self
-            .checks
-            .verify(token, header.alg, &candidates, now())
-            .map_err(AuthError::InvalidToken)?;
-        Ok(VerifiedToken {
-            claims,
-            kid: header.kid,
-            alg: header.alg,
-        })
+        let claims = self.checks.verify(token, header.alg, &candidates, now).map_err(AuthError::InvalidToken)?;
+        let verified = VerifiedToken { claims: Arc::new(claims), kid: header.kid, alg: header.alg };
+        if let Some(key) = cache_key {
+            self.cache.insert(key, &verified, keys.generation);
+        }
+        Ok(verified)
     }
 }
 

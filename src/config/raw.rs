@@ -14,6 +14,7 @@ pub struct RawConfig {
     pub server: RawServer,
     pub admin: RawAdmin,
     pub log: RawLog,
+    pub runtime: RawRuntime,
     pub upstream: RawUpstream,
     pub jwt: RawJwt,
     pub rules: Vec<RawRule>,
@@ -48,6 +49,14 @@ pub struct RawLog {
     pub format: String,
 }
 
+/// `[runtime]`: the async runtime.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRuntime {
+    /// Worker threads; unset or 0 means one per CPU core.
+    pub worker_threads: Option<usize>,
+}
+
 /// `[upstream]`: the SCIM backend.
 #[derive(Debug, Deserialize)]
 #[serde(default)]
@@ -73,6 +82,7 @@ pub struct RawJwt {
     pub min_refresh_interval: String,
     pub refetch_cooldown: String,
     pub max_stale: String,
+    pub token_cache_size: u64,
 }
 
 /// A string or a list of strings (`audience = "x"` and `audience = ["x", "y"]` both work).
@@ -163,6 +173,7 @@ impl Default for RawJwt {
             min_refresh_interval: "1m".into(),
             refetch_cooldown: "30s".into(),
             max_stale: "24h".into(),
+            token_cache_size: 10_000,
         }
     }
 }

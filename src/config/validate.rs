@@ -116,6 +116,7 @@ pub(super) fn validate(raw: RawConfig, secrets: Secrets) -> Result<Config, Confi
             server,
             admin,
             log,
+            worker_threads: raw.runtime.worker_threads.filter(|&n| n > 0),
             upstream,
             jwt,
             rules,
@@ -341,6 +342,7 @@ fn jwt(c: &mut Checker, raw: &RawJwt) -> Option<JwtConfig> {
         min_refresh_interval,
         refetch_cooldown,
         max_stale,
+        token_cache_size: raw.token_cache_size,
     })
 }
 

@@ -24,6 +24,7 @@ fn config() -> JwtConfig {
         min_refresh_interval: Duration::from_secs(60),
         refetch_cooldown: Duration::from_secs(30),
         max_stale: Duration::from_secs(3600),
+        token_cache_size: 0,
     }
 }
 
