@@ -5,6 +5,7 @@
 //! forwarding and method-override headers), *then* add ours, so a client cannot make us drop
 //! a header we set (RFC 9110 §7.6.1; threats T20–T24).
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use http::header::{CONNECTION, HOST};
@@ -53,7 +54,7 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// Names removed from every request, normalised (lowercase, `_` read as `-`); built once per config.
 #[derive(Debug, Clone)]
 pub struct HeaderPolicy {
-    removed: Vec<String>,
+    removed: HashSet<String>,
 }
 
 /// What the connection tells us about the caller, for the forwarding headers.
@@ -72,17 +73,12 @@ impl HeaderPolicy {
     /// Every service account's credential header joins the fixed list: a caller must not be
     /// able to send a key for another account, or the same key twice.
     pub fn new<'a>(accounts: impl IntoIterator<Item = &'a ServiceAccount>) -> Self {
-        let mut removed: Vec<String> = HOP_BY_HOP
+        let mut removed: HashSet<String> = HOP_BY_HOP
             .iter()
             .chain(SPOOFABLE)
             .map(|s| (*s).to_owned())
             .collect();
-        for account in accounts {
-            let name = normalise(account.header.as_str());
-            if !removed.contains(&name) {
-                removed.push(name);
-            }
-        }
+        removed.extend(accounts.into_iter().map(|a| normalise(a.header.as_str())));
         Self { removed }
     }
 
@@ -92,8 +88,7 @@ impl HeaderPolicy {
         let doomed: Vec<HeaderName> = headers
             .keys()
             .filter(|name| {
-                let n = normalise(name.as_str());
-                self.removed.contains(&n) || nominated.contains(&n)
+                listed(&self.removed, name.as_str()) || listed(&nominated, name.as_str())
             })
             .cloned()
             .collect();
@@ -125,10 +120,7 @@ pub fn strip_response(headers: &mut HeaderMap) {
     let nominated = connection_nominated(headers);
     let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| {
-            let n = normalise(name.as_str());
-            HOP_BY_HOP.contains(&n.as_str()) || nominated.contains(&n)
-        })
+        .filter(|name| HOP_BY_HOP.contains(&name.as_str()) || listed(&nominated, name.as_str()))
         .cloned()
         .collect();
     for name in doomed {
@@ -152,8 +144,7 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     let mut bytes = [0u8; 16];
     // A failing system RNG leaves zeros: the id then only loses uniqueness, nothing else.
     let _ = aws_lc_rs::rand::fill(&mut bytes);
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    HeaderValue::from_str(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    HeaderValue::from_str(&hex(&bytes)).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// The caller's host: HTTP/2 `:authority` (in the URI) or the HTTP/1 `Host` header.
@@ -164,11 +155,32 @@ pub fn caller_host(uri: &http::Uri, headers: &HeaderMap) -> Option<HeaderValue> 
     }
 }
 
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
+}
+
 fn normalise(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
 }
 
-fn connection_nominated(headers: &HeaderMap) -> Vec<String> {
+/// Whether a (lowercase) header name, read with `_` as `-`, is in `set` — allocating only for
+/// the rare name that contains an underscore.
+fn listed(set: &HashSet<String>, name: &str) -> bool {
+    if name.contains('_') {
+        set.contains(&normalise(name))
+    } else {
+        set.contains(name)
+    }
+}
+
+fn connection_nominated(headers: &HeaderMap) -> HashSet<String> {
     headers
         .get_all(CONNECTION)
         .iter()

@@ -41,7 +41,10 @@ fn runtime_with(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime:
     if let Some(n) = worker_threads {
         builder.worker_threads(n);
     }
-    builder.enable_all().build().context("cannot start the async runtime")
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn check(path: Option<&std::path::Path>, strict: bool) -> ExitCode {

@@ -7,6 +7,7 @@ use prometheus::{
 
 /// How a request ended: the `outcome` label and the audit line's `outcome` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
 pub enum Outcome {
     Forwarded,
     MissingToken,
@@ -43,8 +44,6 @@ pub enum Decision {
 /// The metric families. Cheap to share behind an `Arc`.
 pub struct Metrics {
     registry: Registry,
-    requests: IntCounterVec,
-    request_duration: HistogramVec,
     upstream_duration: Histogram,
     auth_decisions: IntCounterVec,
     rule_matches: IntCounterVec,
@@ -55,11 +54,30 @@ pub struct Metrics {
     token_cache_misses: IntCounter,
     config_reloads: IntCounterVec,
     config_last_reload: Gauge,
+    /// Label lookups hash strings under a lock: resolve the fixed ones once.
+    by_outcome: Vec<(prometheus::IntCounter, Histogram)>,
+    allowed: IntCounter,
 }
 
 // === impl Outcome ===
 
 impl Outcome {
+    /// Every outcome, in declaration order (the index of each in per-outcome arrays).
+    pub const ALL: [Outcome; 12] = [
+        Self::Forwarded,
+        Self::MissingToken,
+        Self::InvalidToken,
+        Self::Forbidden,
+        Self::BadRequest,
+        Self::MethodNotAllowed,
+        Self::PayloadTooLarge,
+        Self::RequestTimeout,
+        Self::JwksUnavailable,
+        Self::UpstreamUnavailable,
+        Self::UpstreamTimeout,
+        Self::UpstreamRejectedCredential,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Forwarded => "forwarded",
@@ -195,10 +213,18 @@ impl Metrics {
         ] {
             registry.register(collector)?;
         }
+        let by_outcome = Outcome::ALL
+            .iter()
+            .map(|o| {
+                (
+                    requests.with_label_values(&[o.as_str()]),
+                    request_duration.with_label_values(&[o.as_str()]),
+                )
+            })
+            .collect();
+        let allowed = auth_decisions.with_label_values(&["allow", "ok"]);
         Ok(Self {
             registry,
-            requests,
-            request_duration,
             upstream_duration,
             auth_decisions,
             rule_matches,
@@ -207,6 +233,8 @@ impl Metrics {
             jwks_last_success,
             token_cache_hits,
             token_cache_misses,
+            by_outcome,
+            allowed,
             config_reloads,
             config_last_reload,
         })
@@ -214,10 +242,10 @@ impl Metrics {
 
     /// One finished request.
     pub fn request(&self, outcome: Outcome, seconds: f64) {
-        self.requests.with_label_values(&[outcome.as_str()]).inc();
-        self.request_duration
-            .with_label_values(&[outcome.as_str()])
-            .observe(seconds);
+        if let Some((count, duration)) = self.by_outcome.get(outcome as usize) {
+            count.inc();
+            duration.observe(seconds);
+        }
     }
 
     pub fn upstream(&self, seconds: f64) {
@@ -227,6 +255,7 @@ impl Metrics {
     /// One authorization decision; `reason` comes from `AuthError::reason` or is `"ok"`.
     pub fn auth_decision(&self, decision: Decision, reason: &'static str) {
         let decision = match decision {
+            Decision::Allow if reason == "ok" => return self.allowed.inc(),
             Decision::Allow => "allow",
             Decision::Deny => "deny",
         };

@@ -69,7 +69,7 @@ impl Proxy {
         let (outcome, mut response) = match result {
             Ok(response) => (Outcome::Forwarded, response),
             Err(error) => {
-                record.error = Some(error.to_string());
+                record.fail(&error);
                 (error.outcome(), error.into_response())
             }
         };
@@ -139,8 +139,7 @@ impl Proxy {
         let verified = rt.verifier.verify(token).await?;
         record.identify(&verified, token);
         let rule = policy::authorize(&rt.config.rules, &verified.claims)?;
-        record.rule = Some(rule.name.clone());
-        record.account = Some(rule.account.name.clone());
+        record.allow(&rule.name, &rule.account.name);
         Ok(rule)
     }
 }

@@ -1,7 +1,7 @@
-//! SCIM protocol pieces: the error response body (RFC 7644 §3.12).
+//! SCIM protocol pieces: request classification (RFC 7644 §3) and the error body (§3.12).
 
 use bytes::Bytes;
-use http::StatusCode;
+use http::{Method, StatusCode};
 
 /// Media type of every SCIM message (RFC 7644 §3.1).
 pub const CONTENT_TYPE: &str = "application/scim+json";
@@ -18,9 +18,256 @@ pub fn error_body(status: StatusCode, detail: &str) -> Bytes {
     Bytes::from(body.to_string())
 }
 
+/// What a SCIM request does (RFC 7644 §3.2–3.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Read,
+    Search,
+    Create,
+    Replace,
+    Patch,
+    Delete,
+    Bulk,
+    Other,
+}
+
+/// The endpoint a request addresses: a resource type, a discovery endpoint, or neither.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    Users,
+    Groups,
+    Me,
+    ServiceProviderConfig,
+    ResourceTypes,
+    Schemas,
+    Bulk,
+    /// `POST /.search` across all resource types.
+    Root,
+    Unknown,
+}
+
+/// A classified request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    pub operation: Operation,
+    pub resource: Resource,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Search => "search",
+            Self::Create => "create",
+            Self::Replace => "replace",
+            Self::Patch => "patch",
+            Self::Delete => "delete",
+            Self::Bulk => "bulk",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl Resource {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Users => "Users",
+            Self::Groups => "Groups",
+            Self::Me => "Me",
+            Self::ServiceProviderConfig => "ServiceProviderConfig",
+            Self::ResourceTypes => "ResourceTypes",
+            Self::Schemas => "Schemas",
+            Self::Bulk => "Bulk",
+            Self::Root => "root",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    fn resource_type(segment: &str) -> Option<Self> {
+        match segment {
+            "Users" => Some(Self::Users),
+            "Groups" => Some(Self::Groups),
+            "Me" => Some(Self::Me),
+            _ => None,
+        }
+    }
+
+    fn discovery(segment: &str) -> Option<Self> {
+        match segment {
+            "ServiceProviderConfig" => Some(Self::ServiceProviderConfig),
+            "ResourceTypes" => Some(Self::ResourceTypes),
+            "Schemas" => Some(Self::Schemas),
+            _ => None,
+        }
+    }
+}
+
+/// Classifies by method and path. Any prefix before the SCIM endpoint (`/scim/v2`) is allowed; a
+/// path whose segments are not a SCIM endpoint shape is `Other`/`Unknown`. Paths carrying
+/// dot-segments, empty segments, encoded slashes or `;` parameters are `Other` (never a more
+/// permissive class than what they would be read as elsewhere).
+pub fn classify(method: &Method, path: &str) -> Classified {
+    let other = Classified {
+        operation: Operation::Other,
+        resource: Resource::Unknown,
+    };
+    let Some(segments) = plain_segments(path) else {
+        return other;
+    };
+    let (last, before) = match segments.as_slice() {
+        [.., before, last] => (*last, Some(*before)),
+        [last] => (*last, None),
+        [] => return other,
+    };
+    let op = |operation: Operation, resource: Resource| Classified {
+        operation,
+        resource,
+    };
+    let m = method;
+    if last == ".search" {
+        let resource = match before {
+            None => Resource::Root,
+            Some(b) => match Resource::resource_type(b) {
+                Some(r) => r,
+                None if b == "v2" || b == "scim" => Resource::Root,
+                None => return other,
+            },
+        };
+        return if m == Method::POST {
+            op(Operation::Search, resource)
+        } else {
+            other
+        };
+    }
+    if last == "Bulk" {
+        return if m == Method::POST {
+            op(Operation::Bulk, Resource::Bulk)
+        } else {
+            other
+        };
+    }
+    if let Some(d) = Resource::discovery(last).or_else(|| before.and_then(Resource::discovery)) {
+        return if m == Method::GET || m == Method::HEAD {
+            op(Operation::Read, d)
+        } else {
+            other
+        };
+    }
+    if let Some(r) = Resource::resource_type(last) {
+        let operation = match (m, &r) {
+            (&Method::GET | &Method::HEAD, _) => Operation::Read,
+            (&Method::POST, Resource::Users | Resource::Groups) => Operation::Create,
+            (&Method::PUT, Resource::Me) => Operation::Replace,
+            (&Method::PATCH, Resource::Me) => Operation::Patch,
+            (&Method::DELETE, Resource::Me) => Operation::Delete,
+            _ => Operation::Other,
+        };
+        return op(operation, r);
+    }
+    if let Some(r) = before
+        .and_then(Resource::resource_type)
+        .filter(|r| *r != Resource::Me)
+    {
+        let operation = match *m {
+            Method::GET | Method::HEAD => Operation::Read,
+            Method::PUT => Operation::Replace,
+            Method::PATCH => Operation::Patch,
+            Method::DELETE => Operation::Delete,
+            _ => Operation::Other,
+        };
+        return op(operation, r);
+    }
+    other
+}
+
+/// The path's segments, or `None` when it has a shape we refuse to interpret.
+fn plain_segments(path: &str) -> Option<Vec<&str>> {
+    let trimmed = path.strip_prefix('/')?;
+    let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
+    let segments: Vec<&str> = trimmed.split('/').collect();
+    let suspicious =
+        |s: &&str| s.is_empty() || *s == "." || *s == ".." || s.contains(';') || s.contains('%');
+    if segments.iter().any(suspicious) {
+        None
+    } else {
+        Some(segments)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn classification_table() {
+        use Operation::*;
+        let cases: &[(&str, &str, Operation, &str)] = &[
+            ("GET", "/Users", Read, "Users"),
+            (
+                "GET",
+                "/Users?filter=userName%20eq%20%22a%22",
+                Read,
+                "Users",
+            ),
+            ("GET", "/scim/v2/Users/2819c223", Read, "Users"),
+            ("HEAD", "/Users/1", Read, "Users"),
+            ("POST", "/Users", Create, "Users"),
+            ("POST", "/scim/v2/Groups", Create, "Groups"),
+            ("PUT", "/Users/1", Replace, "Users"),
+            ("PATCH", "/Groups/1", Patch, "Groups"),
+            ("DELETE", "/Users/1", Delete, "Users"),
+            ("DELETE", "/Users", Other, "Users"),
+            ("PUT", "/Users", Other, "Users"),
+            ("POST", "/Users/1", Other, "Users"),
+            ("POST", "/.search", Search, "root"),
+            ("POST", "/scim/v2/.search", Search, "root"),
+            ("POST", "/Users/.search", Search, "Users"),
+            ("POST", "/Groups/.search", Search, "Groups"),
+            ("GET", "/Users/.search", Other, "unknown"),
+            ("POST", "/Other/.search", Other, "unknown"),
+            ("POST", "/Bulk", Bulk, "Bulk"),
+            ("GET", "/Bulk", Other, "unknown"),
+            (
+                "GET",
+                "/ServiceProviderConfig",
+                Read,
+                "ServiceProviderConfig",
+            ),
+            ("GET", "/scim/v2/ResourceTypes", Read, "ResourceTypes"),
+            ("GET", "/ResourceTypes/User", Read, "ResourceTypes"),
+            ("GET", "/Schemas", Read, "Schemas"),
+            (
+                "GET",
+                "/Schemas/urn:ietf:params:scim:schemas:core:2.0:User",
+                Read,
+                "Schemas",
+            ),
+            ("POST", "/Schemas", Other, "unknown"),
+            ("GET", "/Me", Read, "Me"),
+            ("PUT", "/Me", Replace, "Me"),
+            ("PATCH", "/Me", Patch, "Me"),
+            ("DELETE", "/Me", Delete, "Me"),
+            ("POST", "/Me", Other, "Me"),
+            ("GET", "/Users/../Groups", Other, "unknown"),
+            ("DELETE", "/Users/%2e%2e/Groups/1", Other, "unknown"),
+            ("DELETE", "/Users//1", Other, "unknown"),
+            ("GET", "/Users%2F1", Other, "unknown"),
+            ("DELETE", "/Users/1;x=y", Other, "unknown"),
+            ("GET", "/", Other, "unknown"),
+            ("GET", "/healthz", Other, "unknown"),
+            ("OPTIONS", "/Users", Other, "Users"),
+            ("GET", "/Users/", Read, "Users"),
+        ];
+        for (method, path, operation, resource) in cases {
+            let path_only = path.split('?').next().unwrap();
+            let got = classify(&method.parse().unwrap(), path_only);
+            assert_eq!(
+                (got.operation, got.resource.as_str()),
+                (*operation, *resource),
+                "{method} {path}"
+            );
+        }
+    }
 
     #[test]
     fn status_is_a_string() {

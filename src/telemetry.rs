@@ -34,12 +34,16 @@ pub fn init(config: &LogConfig) {
     };
 }
 
-/// Fields of the access line, filled in as the pipeline learns them.
+/// Fields of the access line, filled in as the pipeline learns them. When the line is filtered
+/// out by the log level, nothing is formatted or hashed.
 #[derive(Debug, Default)]
 pub struct AccessRecord {
+    enabled: bool,
     request_id: String,
     method: String,
     path: String,
+    scim_operation: &'static str,
+    resource_type: &'static str,
     query_keys: String,
     peer: String,
     pub iss: Option<String>,
@@ -55,6 +59,10 @@ pub struct AccessRecord {
 
 impl AccessRecord {
     pub fn new<B>(req: &Request<B>, request_id: &HeaderValue, peer: SocketAddr) -> Self {
+        if !tracing::enabled!(target: "scimgate::access", tracing::Level::INFO) {
+            return Self::default();
+        }
+        let scim = crate::scim::classify(req.method(), req.uri().path());
         let query_keys = req
             .uri()
             .query()
@@ -66,9 +74,12 @@ impl AccessRecord {
             })
             .unwrap_or_default();
         Self {
+            enabled: true,
             request_id: request_id.to_str().unwrap_or("").to_owned(),
             method: req.method().to_string(),
             path: req.uri().path().to_owned(),
+            scim_operation: scim.operation.as_str(),
+            resource_type: scim.resource.as_str(),
             query_keys,
             peer: peer.ip().to_string(),
             ..Self::default()
@@ -78,6 +89,9 @@ impl AccessRecord {
     /// Who the verified token speaks for, plus a short digest so two log lines can be tied to
     /// one token without the token itself ever being logged.
     pub fn identify(&mut self, token: &VerifiedToken, raw: &str) {
+        if !self.enabled {
+            return;
+        }
         let claim = |name: &str| {
             token
                 .claims
@@ -90,21 +104,36 @@ impl AccessRecord {
         self.client_id = claim("azp").or_else(|| claim("client_id"));
         self.jti = claim("jti");
         let hash = digest(&SHA256, raw.as_bytes());
-        self.token_sha256 = Some(
-            hash.as_ref()[..6]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-        );
+        self.token_sha256 = Some(crate::headers::hex(&hash.as_ref()[..6]));
+    }
+
+    /// Records the matched rule and its service account.
+    pub fn allow(&mut self, rule: &str, account: &str) {
+        if self.enabled {
+            self.rule = Some(rule.to_owned());
+            self.account = Some(account.to_owned());
+        }
+    }
+
+    /// Records why the request failed (the error's Display; never token or key material).
+    pub fn fail(&mut self, error: &dyn std::fmt::Display) {
+        if self.enabled {
+            self.error = Some(error.to_string());
+        }
     }
 
     /// Writes the line. Values are JSON-escaped by the formatter (no log injection).
     pub fn finish(self, outcome: Outcome, status: StatusCode, elapsed: Duration) {
+        if !self.enabled {
+            return;
+        }
         tracing::info!(
             target: "scimgate::access",
             request_id = %self.request_id,
             method = %self.method,
             path = %self.path,
+            scim_operation = self.scim_operation,
+            resource_type = self.resource_type,
             query_keys = %self.query_keys,
             peer = %self.peer,
             status = status.as_u16(),

@@ -41,7 +41,10 @@ impl TokenCache {
                 .time_to_live(MAX_ENTRY_AGE)
                 .build()
         });
-        Self { entries, leeway: leeway.as_secs_f64() }
+        Self {
+            entries,
+            leeway: leeway.as_secs_f64(),
+        }
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -79,7 +82,15 @@ impl TokenCache {
             return;
         };
         let nbf = token.claims.get("nbf").and_then(Value::as_f64);
-        entries.insert(key, Arc::new(Entry { token: token.clone(), jwks_generation, exp, nbf }));
+        entries.insert(
+            key,
+            Arc::new(Entry {
+                token: token.clone(),
+                jwks_generation,
+                exp,
+                nbf,
+            }),
+        );
     }
 }
 
@@ -95,7 +106,11 @@ mod tests {
         if let Some(nbf) = nbf {
             claims.insert("nbf".into(), json!(nbf));
         }
-        VerifiedToken { claims: Arc::new(claims), kid: Some("k".into()), alg: Algorithm::ES256 }
+        VerifiedToken {
+            claims: Arc::new(claims),
+            kid: Some("k".into()),
+            alg: Algorithm::ES256,
+        }
     }
 
     #[test]
@@ -105,7 +120,10 @@ mod tests {
         cache.insert(key, &verified(1_000, None), 7);
         let hit = cache.get(&key, 7, 900).unwrap();
         assert_eq!(hit.claims["exp"], 1_000);
-        assert!(cache.get(&TokenCache::key("a.b.d"), 7, 900).is_none(), "other signature, other key");
+        assert!(
+            cache.get(&TokenCache::key("a.b.d"), 7, 900).is_none(),
+            "other signature, other key"
+        );
     }
 
     #[test]
@@ -115,7 +133,10 @@ mod tests {
         cache.insert(key, &verified(1_000, Some(500)), 1);
         assert!(cache.get(&key, 1, 1_030).is_some(), "within leeway");
         assert!(cache.get(&key, 1, 1_031).is_none(), "expired while cached");
-        assert!(cache.get(&key, 1, 900).is_none(), "an expired entry is dropped, not resurrected");
+        assert!(
+            cache.get(&key, 1, 900).is_none(),
+            "an expired entry is dropped, not resurrected"
+        );
         cache.insert(key, &verified(1_000, Some(500)), 1);
         assert!(cache.get(&key, 1, 400).is_none(), "not yet valid");
     }

@@ -179,7 +179,9 @@ impl Jwks {
             }
             (StatusCode::OK, previous) => {
                 let mut digest = [0u8; 32];
-                digest.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &fetched.body).as_ref());
+                digest.copy_from_slice(
+                    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &fetched.body).as_ref(),
+                );
                 if let Some(prev) = previous.filter(|p| p.digest == digest) {
                     return Ok(Arc::new(unchanged(&prev, digest)));
                 }

@@ -86,10 +86,15 @@ impl Verifier {
                 return Ok(verified);
             }
         }
-        let header = inspect_header(token, &self.checks.allowed).map_err(AuthError::InvalidToken)?;
+        let header =
+            inspect_header(token, &self.checks.allowed).map_err(AuthError::InvalidToken)?;
         let mut keys = match current {
             Some(keys) => keys,
-            None => self.jwks.refetch_after(None).await.ok_or(AuthError::KeysUnavailable)?,
+            None => self
+                .jwks
+                .refetch_after(None)
+                .await
+                .ok_or(AuthError::KeysUnavailable)?,
         };
         if let Some(kid) = header.kid.as_deref()
             && !keys.has_kid(kid)
@@ -100,11 +105,22 @@ impl Verifier {
         let candidates = keys.candidates(header.kid.as_deref(), header.alg);
         if candidates.is_empty() {
             let unknown = header.kid.as_deref().is_none_or(|kid| !keys.has_kid(kid));
-            let rejection = if unknown { TokenRejection::UnknownKey } else { TokenRejection::DisallowedAlgorithm };
+            let rejection = if unknown {
+                TokenRejection::UnknownKey
+            } else {
+                TokenRejection::DisallowedAlgorithm
+            };
             return Err(AuthError::InvalidToken(rejection));
         }
-        let claims = self.checks.verify(token, header.alg, &candidates, now).map_err(AuthError::InvalidToken)?;
-        let verified = VerifiedToken { claims: Arc::new(claims), kid: header.kid, alg: header.alg };
+        let claims = self
+            .checks
+            .verify(token, header.alg, &candidates, now)
+            .map_err(AuthError::InvalidToken)?;
+        let verified = VerifiedToken {
+            claims: Arc::new(claims),
+            kid: header.kid,
+            alg: header.alg,
+        };
         if let Some(key) = cache_key {
             self.cache.insert(key, &verified, keys.generation);
         }

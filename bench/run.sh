@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# scimgate benchmark: one command, loopback only, about 2 minutes.
+#
+# Starts an nginx backend (`return 200`, 1 worker), an nginx `proxy_pass` in front of it (1 worker),
+# and scimgate (1 runtime worker thread, local JWKS, one matching rule), then runs
+# `wrk -t1 -c32 -d5s` three times per scenario and reports the median: req/s, p50, p99, CPU µs per
+# request of the proxy process (from /proc/<pid>/stat), peak RSS, non-2xx count, and the ratio to
+# nginx proxy_pass. Writes bench/results.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DURATION=${BENCH_DURATION:-5s}
+REPS=${BENCH_REPS:-3}
+CONNS=${BENCH_CONNECTIONS:-32}
+TOKENS=${BENCH_TOKENS:-5000}
+
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+  echo "installing nginx and wrk (apt)"
+  apt-get update -qq && apt-get install -y -qq nginx wrk >/dev/null
+fi
+cargo build --release --locked --quiet --bin scimgate --example mint
+BIN=$ROOT/target/release/scimgate
+
+WORK=$(mktemp -d /tmp/scimgate-bench.XXXXXX)
+chmod 755 "$WORK"   # nginx workers run as an unprivileged user
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on port $1" >&2; return 1
+}
+
+BACKEND=$(free_port); NGPROXY=$(free_port); GATEWAY=$(free_port); ADMIN=$(free_port)
+"$ROOT/target/release/examples/mint" "$WORK" "$TOKENS" "http://127.0.0.1:$BACKEND"
+head -n1 "$WORK/tokens.txt" > "$WORK/one.txt"
+chmod 644 "$WORK/jwks.json"
+
+nginx_conf() { # name, body
+  mkdir -p "$WORK/$1"
+  cat > "$WORK/$1/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/$1/nginx.pid;
+error_log stderr warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/$1/body; proxy_temp_path $WORK/$1/proxy;
+  fastcgi_temp_path $WORK/$1/fcgi; uwsgi_temp_path $WORK/$1/uwsgi; scgi_temp_path $WORK/$1/scgi;
+  keepalive_requests 1000000;
+  $2
+}
+CONF
+}
+nginx_conf backend "server { listen 127.0.0.1:$BACKEND; location = /jwks.json { default_type application/json; root $WORK; } location / { return 200 'ok'; } }"
+nginx_conf proxy "upstream b { server 127.0.0.1:$BACKEND; keepalive 64; } server { listen 127.0.0.1:$NGPROXY; location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+nginx -p "$WORK/backend" -c "$WORK/backend/nginx.conf" & PIDS+=($!)
+nginx -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf" & PIDS+=($!)
+wait_port "$BACKEND"; wait_port "$NGPROXY"
+
+printf 'bench-key-%s' "$RANDOM$RANDOM" > "$WORK/key"; chmod 600 "$WORK/key"
+cat > "$WORK/scimgate.toml" <<CONF
+[server]
+listen = "127.0.0.1:$GATEWAY"
+[admin]
+listen = "127.0.0.1:$ADMIN"
+[log]
+level = "warn"
+[runtime]
+worker_threads = 1
+[upstream]
+url = "http://127.0.0.1:$BACKEND"
+[jwt]
+jwks_url = "http://127.0.0.1:$BACKEND/jwks.json"
+issuer = "http://127.0.0.1:$BACKEND"
+audience = ["scimgate"]
+algorithms = ["ES256"]
+[[rules]]
+name = "bench"
+claim = "groups"
+value = "bench"
+service_account = "sa"
+[service_accounts.sa]
+scheme = "Bearer"
+api_key_file = "$WORK/key"
+CONF
+"$BIN" serve --config "$WORK/scimgate.toml" > "$WORK/scimgate.log" 2>&1 & PIDS+=($!)
+GATEWAY_PID=$!
+wait_port "$GATEWAY"
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null && break; sleep 0.05
+done
+status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(cat "$WORK/one.txt")" "http://127.0.0.1:$GATEWAY/Users")
+[ "$status" = 200 ] || { echo "scimgate smoke request answered $status"; cat "$WORK/scimgate.log"; exit 1; }
+
+cat > "$WORK/tokens.lua" <<'LUA'
+local tokens = {}
+for line in io.lines(os.getenv("TOKENS_FILE")) do tokens[#tokens + 1] = line end
+local i = math.random(#tokens)
+request = function()
+  i = i % #tokens + 1
+  return wrk.format("GET", "/Users", { ["Authorization"] = "Bearer " .. tokens[i] })
+end
+LUA
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+CLK=$(getconf CLK_TCK)
+nginx_worker() { pgrep -P "$(cat "$WORK/$1/nginx.pid")" | head -n1; }
+
+# run NAME URL PID TOKENS_FILE -> appends "name rps p50 p99 cpu_us non2xx" per repetition
+run() {
+  local name=$1 url=$2 pid=$3 tokens=${4:-}
+  for rep in $(seq 1 "$REPS"); do
+    local before after out rps reqs p50 p99 errs cpu
+    before=$(cpu_ticks "$pid")
+    if [ -n "$tokens" ]; then
+      out=$(TOKENS_FILE=$tokens wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$WORK/tokens.lua" "$url")
+    else
+      out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$url")
+    fi
+    after=$(cpu_ticks "$pid")
+    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    errs=$(awk '/Non-2xx/ {print $5}' <<<"$out"); errs=${errs:-0}
+    sock=$(awk '/Socket errors/ {print $0}' <<<"$out")
+    [ -n "$sock" ] && errs="$errs ($sock)"
+    cpu=$(awk -v t=$((after - before)) -v r="$reqs" -v c="$CLK" 'BEGIN { printf "%.1f", t * 1e6 / c / r }')
+    echo "$name|$rps|$p50|$p99|$cpu|$errs" >> "$WORK/raw.txt"
+    echo "  $name rep $rep: $rps req/s, p50 $p50, p99 $p99, $cpu us CPU/req, non-2xx $errs"
+  done
+}
+
+echo "running: wrk -t1 -c$CONNS -d$DURATION x$REPS per scenario"
+run "direct backend (nginx return 200)" "http://127.0.0.1:$BACKEND/Users" "$(nginx_worker backend)"
+run "nginx proxy_pass (no auth)" "http://127.0.0.1:$NGPROXY/Users" "$(nginx_worker proxy)"
+run "scimgate, one valid token" "http://127.0.0.1:$GATEWAY/Users" "$GATEWAY_PID" "$WORK/one.txt"
+run "scimgate, $TOKENS rotating tokens" "http://127.0.0.1:$GATEWAY/Users" "$GATEWAY_PID" "$WORK/tokens.txt"
+RSS=$(awk '/VmHWM/ {print $2/1024 " MiB"}' "/proc/$GATEWAY_PID/status")
+
+python3 - "$WORK/raw.txt" "$RSS" "$ROOT/bench/results.md" "$DURATION" "$REPS" "$CONNS" <<'PY'
+import sys, statistics, platform, os, datetime, subprocess
+raw, rss, out, duration, reps, conns = sys.argv[1:7]
+rows = {}
+for line in open(raw):
+    name, rps, p50, p99, cpu, errs = line.rstrip("\n").split("|")
+    rows.setdefault(name, []).append((float(rps), p50, p99, float(cpu), errs))
+def median_row(runs):
+    runs = sorted(runs, key=lambda r: r[0])
+    return runs[len(runs) // 2], sum(int(r[4].split()[0]) for r in runs)
+names = list(rows)
+nginx_rps = median_row(rows[names[1]])[0][0]
+cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+lines = [
+    "# scimgate benchmark results", "",
+    f"Machine: {os.cpu_count()} cores, {cpu_model}, Linux {platform.release()}; "
+    f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
+    f"Load: `wrk -t1 -c{conns} -d{duration}`, median of {reps} runs, loopback; backend nginx `return 200` (1 worker); "
+    "nginx proxy 1 worker with upstream keepalive; scimgate `worker_threads = 1`, ES256 tokens, token cache on.", "",
+    "| scenario | req/s | p50 | p99 | CPU µs/req (proxy process) | non-2xx (all runs) | req/s vs nginx proxy |",
+    "|---|---:|---:|---:|---:|---:|---:|",
+]
+for name in names:
+    (rps, p50, p99, cpu, _), errs = median_row(rows[name])
+    lines.append(f"| {name} | {rps:,.0f} | {p50} | {p99} | {cpu} | {errs} | {rps / nginx_rps:.2f}x |")
+lines += ["", f"scimgate peak RSS (VmHWM) after all runs: {rss}.", "",
+          "CPU µs/req for the direct row is the backend nginx worker; for the proxy rows, the proxy process alone.",
+          "Reproduce: `bash bench/run.sh` (see bench/README.md)."]
+open(out, "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
