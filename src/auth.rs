@@ -27,6 +27,9 @@ pub enum AuthError {
     /// The token is valid but no rule grants it a service account.
     #[error("no rule matches the token's claims")]
     NoMatchingRule,
+    /// A rule matches the token, but none permits this SCIM operation or resource type.
+    #[error("the matching rules do not permit this operation")]
+    OperationDenied,
     /// The issuer's keys have never loaded, or are older than `jwt.max_stale`.
     #[error("signing keys unavailable")]
     KeysUnavailable,
@@ -67,6 +70,7 @@ impl AuthError {
             Self::DuplicateAuthorization => "duplicate_authorization",
             Self::InvalidToken(r) => r.reason(),
             Self::NoMatchingRule => "no_rule",
+            Self::OperationDenied => "op_denied",
             Self::KeysUnavailable => "jwks_unavailable",
         }
     }

@@ -120,6 +120,8 @@ pub struct Rule {
     pub claim_path: Vec<String>,
     pub value: String,
     pub match_mode: MatchMode,
+    /// SCIM operations and resource types this rule grants (`allow`, `resource_types`).
+    pub permissions: crate::scim::Permissions,
     pub account: Arc<ServiceAccount>,
 }
 

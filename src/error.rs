@@ -34,6 +34,10 @@ pub enum ProxyError {
 pub enum RequestError {
     #[error("request target is not an absolute path")]
     BadTarget,
+    #[error("request carries both Transfer-Encoding and Content-Length")]
+    BadFraming,
+    #[error("the /Bulk body is not a SCIM BulkRequest")]
+    InvalidBulk,
     #[error("method not allowed through the proxy")]
     MethodNotAllowed,
     #[error("request body larger than server.max_body_bytes")]
@@ -58,9 +62,13 @@ impl ProxyError {
             Self::Auth(AuthError::MissingToken) => Outcome::MissingToken,
             Self::Auth(AuthError::DuplicateAuthorization) => Outcome::BadRequest,
             Self::Auth(AuthError::InvalidToken(_)) => Outcome::InvalidToken,
-            Self::Auth(AuthError::NoMatchingRule) => Outcome::Forbidden,
+            Self::Auth(AuthError::NoMatchingRule | AuthError::OperationDenied) => {
+                Outcome::Forbidden
+            }
             Self::Auth(AuthError::KeysUnavailable) => Outcome::JwksUnavailable,
-            Self::Request(RequestError::BadTarget) => Outcome::BadRequest,
+            Self::Request(
+                RequestError::BadTarget | RequestError::BadFraming | RequestError::InvalidBulk,
+            ) => Outcome::BadRequest,
             Self::Request(RequestError::MethodNotAllowed) => Outcome::MethodNotAllowed,
             Self::Request(RequestError::PayloadTooLarge)
             | Self::Upstream(UpstreamError::BodyTooLarge) => Outcome::PayloadTooLarge,
@@ -83,7 +91,7 @@ impl ProxyError {
                 Some(CHALLENGE_INVALID),
                 "the bearer token is not valid",
             ),
-            Self::Auth(AuthError::NoMatchingRule) => (
+            Self::Auth(AuthError::NoMatchingRule | AuthError::OperationDenied) => (
                 StatusCode::FORBIDDEN,
                 Some(CHALLENGE_SCOPE),
                 "the token does not grant access to this resource",
@@ -97,6 +105,16 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 None,
                 "token verification is temporarily unavailable",
+            ),
+            Self::Request(RequestError::InvalidBulk) => (
+                StatusCode::BAD_REQUEST,
+                None,
+                "the /Bulk body must be a SCIM BulkRequest with method and path on every operation",
+            ),
+            Self::Request(RequestError::BadFraming) => (
+                StatusCode::BAD_REQUEST,
+                None,
+                "conflicting Transfer-Encoding and Content-Length",
             ),
             Self::Request(RequestError::BadTarget) => {
                 (StatusCode::BAD_REQUEST, None, "invalid request target")

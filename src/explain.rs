@@ -125,9 +125,11 @@ fn decide(config: &Config, claims: &Map<String, Value>, x: &mut Explanation) -> 
             break;
         }
     }
-    // The decision itself comes from the proxy's function, not from the loop above.
-    let rule =
-        policy::authorize(&config.rules, claims).map_err(|e| x.fail("decision", &reason(e)))?;
+    // The decision comes from the proxy's own function, not from the loop above. explain has no
+    // request, so it asks about a plain read of /Users.
+    let read_users = crate::scim::classify(&http::Method::GET, "/Users");
+    let rule = policy::authorize(&config.rules, claims, &read_users, &[])
+        .map_err(|e| x.fail("decision", &reason(e)))?;
     let account = &rule.account;
     let scheme = account
         .scheme

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
 use crate::auth::{AuthError, bearer, policy};
@@ -15,6 +15,7 @@ use crate::error::{ProxyError, RequestError};
 use crate::headers::{self, Forwarding};
 use crate::metrics::{Decision, Metrics, Outcome};
 use crate::runtime::Runtime;
+use crate::scim::{self, Operation};
 use crate::telemetry::AccessRecord;
 use crate::upstream::ProxyBody;
 
@@ -92,19 +93,20 @@ impl Proxy {
         record: &mut AccessRecord,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let target = check_request(rt, &req)?;
-        let account = match self.authorize(rt, &req, record).await {
-            Ok(rule) => {
+        let (mut parts, body) = req.into_parts();
+        let (account, body) = match self.authorize(rt, &parts, body, record).await {
+            Ok((rule, body)) => {
                 self.metrics.auth_decision(Decision::Allow, "ok");
                 self.metrics.rule_match(&rule.name);
-                Arc::clone(&rule.account)
+                (Arc::clone(&rule.account), body)
             }
-            Err(e) => {
+            Err(Refused::Auth(e)) => {
                 self.metrics.auth_decision(Decision::Deny, e.reason());
                 record.reason = Some(e.reason());
                 return Err(e.into());
             }
+            Err(Refused::Request(e)) => return Err(e.into()),
         };
-        let (mut parts, body) = req.into_parts();
         let forwarding = Forwarding {
             peer_ip: conn.peer.ip(),
             https: conn.https,
@@ -114,8 +116,6 @@ impl Proxy {
         rt.header_policy.strip_request(&mut parts.headers);
         headers::set_upstream_headers(&mut parts.headers, &account, &forwarding);
         parts.uri = target;
-        let limit = usize::try_from(rt.config.server.max_body_bytes).unwrap_or(usize::MAX);
-        let body = Limited::new(body, limit).map_err(Into::into).boxed();
         let (mut response, upstream_seconds) = rt
             .upstream
             .forward(Request::from_parts(parts, body))
@@ -128,19 +128,60 @@ impl Proxy {
         Ok(response.map(|b| b.map_err(Into::into).boxed()))
     }
 
-    /// Steps 1–3: bearer token, verification, rule. Records who the caller is for the audit line.
+    /// Steps 1–3: bearer token, verification, rule. The body is only read for `/Bulk` (after the
+    /// token verified), whose operations each need permission; otherwise it streams untouched.
     async fn authorize<'rt>(
         &self,
         rt: &'rt Runtime,
-        req: &Request<Incoming>,
+        parts: &http::request::Parts,
+        body: Incoming,
         record: &mut AccessRecord,
-    ) -> Result<&'rt Rule, AuthError> {
-        let token = bearer::bearer_token(req.headers())?;
+    ) -> Result<(&'rt Rule, ProxyBody), Refused> {
+        let token = bearer::bearer_token(&parts.headers)?;
         let verified = rt.verifier.verify(token).await?;
         record.identify(&verified, token);
-        let rule = policy::authorize(&rt.config.rules, &verified.claims)?;
+        let request = scim::classify(&parts.method, parts.uri.path());
+        let limit = usize::try_from(rt.config.server.max_body_bytes).unwrap_or(usize::MAX);
+        let (body, bulk) = if request.operation == Operation::Bulk {
+            let bytes = match Limited::new(body, limit).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) if e.is::<LengthLimitError>() => {
+                    return Err(RequestError::PayloadTooLarge.into());
+                }
+                Err(_) => return Err(RequestError::InvalidBulk.into()),
+            };
+            let ops = scim::bulk_operations(&bytes).map_err(|_| RequestError::InvalidBulk)?;
+            (
+                Full::new(bytes).map_err(|never| match never {}).boxed(),
+                ops,
+            )
+        } else {
+            (
+                Limited::new(body, limit).map_err(Into::into).boxed(),
+                Vec::new(),
+            )
+        };
+        let rule = policy::authorize(&rt.config.rules, &verified.claims, &request, &bulk)?;
         record.allow(&rule.name, &rule.account.name);
-        Ok(rule)
+        Ok((rule, body))
+    }
+}
+
+/// Why `authorize` refused: an authorization decision, or a request we cannot authorize.
+enum Refused {
+    Auth(AuthError),
+    Request(RequestError),
+}
+
+impl From<AuthError> for Refused {
+    fn from(e: AuthError) -> Self {
+        Self::Auth(e)
+    }
+}
+
+impl From<RequestError> for Refused {
+    fn from(e: RequestError) -> Self {
+        Self::Request(e)
     }
 }
 
@@ -148,6 +189,13 @@ impl Proxy {
 fn check_request(rt: &Runtime, req: &Request<Incoming>) -> Result<http::Uri, RequestError> {
     if req.method() == Method::CONNECT || req.method() == Method::TRACE {
         return Err(RequestError::MethodNotAllowed);
+    }
+    // RFC 9112 §6.3: both framing headers is a smuggling attempt or a broken client; refuse
+    // rather than pick one (hyper would use Transfer-Encoding and close the connection).
+    if req.headers().contains_key(http::header::TRANSFER_ENCODING)
+        && req.headers().contains_key(http::header::CONTENT_LENGTH)
+    {
+        return Err(RequestError::BadFraming);
     }
     let declared = req
         .headers()

@@ -46,6 +46,31 @@ pub enum Resource {
     Unknown,
 }
 
+/// What a rule permits: operations and resource types (`None`: all, except `/Me` for resources).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permissions {
+    pub operations: Option<Vec<Operation>>,
+    pub resources: Option<Vec<Resource>>,
+}
+
+impl Permissions {
+    /// Whether a request of this class is permitted. `/Me` is refused unless listed: behind a
+    /// service account it would address the account itself (threats T28). The outer `/Bulk`
+    /// request has no resource type of its own; its operations are checked one by one.
+    pub fn allows(&self, request: &Classified) -> bool {
+        let operation_ok = self
+            .operations
+            .as_ref()
+            .is_none_or(|ops| ops.contains(&request.operation));
+        let resource_ok = match &self.resources {
+            _ if request.resource == Resource::Bulk => true,
+            None => request.resource != Resource::Me,
+            Some(list) => list.contains(&request.resource),
+        };
+        operation_ok && resource_ok
+    }
+}
+
 /// A classified request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classified {
@@ -54,6 +79,24 @@ pub struct Classified {
 }
 
 impl Operation {
+    /// Every name accepted in `[[rules]] allow`.
+    pub const NAMES: &str = "read, search, create, replace, patch, delete, bulk, other";
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Self::Read,
+            Self::Search,
+            Self::Create,
+            Self::Replace,
+            Self::Patch,
+            Self::Delete,
+            Self::Bulk,
+            Self::Other,
+        ]
+        .into_iter()
+        .find(|op| op.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Read => "read",
@@ -69,6 +112,13 @@ impl Operation {
 }
 
 impl Resource {
+    /// Every name accepted in `[[rules]] resource_types`.
+    pub const NAMES: &str = "Users, Groups, Me, ServiceProviderConfig, ResourceTypes, Schemas";
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::resource_type(name).or_else(|| Self::discovery(name))
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Users => "Users",
@@ -180,6 +230,36 @@ pub fn classify(method: &Method, path: &str) -> Classified {
     other
 }
 
+/// Why a `/Bulk` body cannot be authorized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the bulk request body is not a SCIM BulkRequest")]
+pub struct InvalidBulk;
+
+/// The operations inside a BulkRequest body (RFC 7644 §3.7), each classified by its own method
+/// and path, so a rule's permissions apply to them as to separate requests.
+pub fn bulk_operations(body: &[u8]) -> Result<Vec<Classified>, InvalidBulk> {
+    let doc: serde_json::Value = serde_json::from_slice(body).map_err(|_| InvalidBulk)?;
+    let ops = doc
+        .get("Operations")
+        .and_then(serde_json::Value::as_array)
+        .ok_or(InvalidBulk)?;
+    ops.iter()
+        .map(|op| {
+            let method = op
+                .get("method")
+                .and_then(serde_json::Value::as_str)
+                .ok_or(InvalidBulk)?;
+            let path = op
+                .get("path")
+                .and_then(serde_json::Value::as_str)
+                .ok_or(InvalidBulk)?;
+            let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+                .map_err(|_| InvalidBulk)?;
+            Ok(classify(&method, path))
+        })
+        .collect()
+}
+
 /// The path's segments, or `None` when it has a shape we refuse to interpret.
 fn plain_segments(path: &str) -> Option<Vec<&str>> {
     let trimmed = path.strip_prefix('/')?;
@@ -197,6 +277,52 @@ fn plain_segments(path: &str) -> Option<Vec<&str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn permissions() {
+        let read_only = Permissions {
+            operations: Some(vec![Operation::Read, Operation::Search]),
+            resources: None,
+        };
+        let c = |m: &str, p: &str| classify(&m.parse().unwrap(), p);
+        assert!(read_only.allows(&c("GET", "/Users")));
+        assert!(read_only.allows(&c("POST", "/Users/.search")));
+        assert!(!read_only.allows(&c("POST", "/Users")));
+        assert!(!read_only.allows(&c("DELETE", "/Users/1")));
+        assert!(!read_only.allows(&c("POST", "/Bulk")));
+        assert!(
+            !read_only.allows(&c("GET", "/Me")),
+            "/Me needs an explicit resource_types entry"
+        );
+        let all = Permissions::default();
+        assert!(all.allows(&c("DELETE", "/Users/1")) && all.allows(&c("GET", "/healthz")));
+        assert!(!all.allows(&c("GET", "/Me")));
+        let me = Permissions {
+            operations: None,
+            resources: Some(vec![Resource::Me]),
+        };
+        assert!(me.allows(&c("GET", "/Me")) && !me.allows(&c("GET", "/Users")));
+    }
+
+    #[test]
+    fn bulk_bodies() {
+        let body =
+            br#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],"Operations":[
+            {"method":"POST","path":"/Users","bulkId":"a","data":{}},
+            {"method":"delete","path":"/Groups/1"}]}"#;
+        let ops = bulk_operations(body).unwrap();
+        assert_eq!(ops[0].operation, Operation::Create);
+        assert_eq!(
+            (ops[1].operation, ops[1].resource.as_str()),
+            (Operation::Delete, "Groups")
+        );
+        assert_eq!(bulk_operations(b"{}"), Err(InvalidBulk));
+        assert_eq!(
+            bulk_operations(br#"{"Operations":[{"path":"/Users"}]}"#),
+            Err(InvalidBulk)
+        );
+        assert_eq!(bulk_operations(b"not json"), Err(InvalidBulk));
+    }
 
     #[test]
     fn classification_table() {

@@ -4,16 +4,29 @@ use serde_json::{Map, Value};
 
 use super::AuthError;
 use crate::config::{MatchMode, Rule};
+use crate::scim::Classified;
 
-/// Returns the first rule whose claim test passes (rules are ordered), or `NoMatchingRule`.
+/// Returns the first rule whose claim test passes and which permits the request (and, for a
+/// `/Bulk` request, every operation inside it). `OperationDenied` when some rule's claim matched
+/// but none permitted the operation; `NoMatchingRule` when no claim matched at all.
 pub fn authorize<'r>(
     rules: &'r [Rule],
     claims: &Map<String, Value>,
+    request: &Classified,
+    bulk: &[Classified],
 ) -> Result<&'r Rule, AuthError> {
-    rules
-        .iter()
-        .find(|rule| rule_matches(rule, claims))
-        .ok_or(AuthError::NoMatchingRule)
+    let mut claim_matched = false;
+    for rule in rules.iter().filter(|rule| rule_matches(rule, claims)) {
+        claim_matched = true;
+        if rule.permissions.allows(request) && bulk.iter().all(|op| rule.permissions.allows(op)) {
+            return Ok(rule);
+        }
+    }
+    Err(if claim_matched {
+        AuthError::OperationDenied
+    } else {
+        AuthError::NoMatchingRule
+    })
 }
 
 /// Whether one rule's claim test passes.

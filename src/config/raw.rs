@@ -103,6 +103,8 @@ pub struct RawRule {
     pub service_account: String,
     #[serde(rename = "match")]
     pub match_mode: Option<String>,
+    pub allow: Option<Vec<String>>,
+    pub resource_types: Option<Vec<String>>,
 }
 
 /// One `[service_accounts.NAME]` table.

@@ -17,6 +17,7 @@ use super::{
     AdminConfig, Config, ConfigError, JwtConfig, LogConfig, LogFormat, MatchMode, Problem, Rule,
     Secrets, ServerConfig, ServiceAccount, TlsFiles, UpstreamConfig,
 };
+use crate::scim::{Operation, Permissions, Resource};
 
 /// RFC 7519 §4.1.4 allows "a few minutes" of leeway; more than this hides clock problems.
 const MAX_LEEWAY: Duration = Duration::from_secs(300);
@@ -249,6 +250,45 @@ fn base_url(c: &mut Checker, path: &str, text: &str) -> Option<Uri> {
         return None;
     }
     Some(url)
+}
+
+fn permissions(c: &mut Checker, path: &str, r: &super::raw::RawRule) -> Permissions {
+    let operations = r.allow.as_ref().map(|names| {
+        names
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                let op = Operation::from_name(n);
+                if op.is_none() {
+                    c.problem(
+                        format!("{path}.allow[{i}]"),
+                        format!("unknown operation {n:?} (known: {})", Operation::NAMES),
+                    );
+                }
+                op
+            })
+            .collect()
+    });
+    let resources = r.resource_types.as_ref().map(|names| {
+        names
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                let resource = Resource::from_name(n);
+                if resource.is_none() {
+                    c.problem(
+                        format!("{path}.resource_types[{i}]"),
+                        format!("unknown resource type {n:?} (known: {})", Resource::NAMES),
+                    );
+                }
+                resource
+            })
+            .collect()
+    });
+    Permissions {
+        operations,
+        resources,
+    }
 }
 
 /// An absolute URL we may fetch keys or discovery documents from: https, or http on loopback.
@@ -569,7 +609,9 @@ fn rules(
             }
             continue;
         };
+        let permissions = permissions(c, &path, r);
         out.push(Rule {
+            permissions,
             name: r.name.clone(),
             claim: r.claim.clone(),
             claim_path,

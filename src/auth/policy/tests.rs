@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::*;
 use crate::config::{MatchMode, Rule, SecretSource, ServiceAccount};
+use crate::scim::Classified;
 
 fn account(name: &str) -> Arc<ServiceAccount> {
     Arc::new(ServiceAccount {
@@ -25,6 +26,7 @@ fn rule(name: &str, claim: &str, value: &str, mode: MatchMode) -> Rule {
         claim_path: claim.split('.').map(str::to_owned).collect(),
         value: value.into(),
         match_mode: mode,
+        permissions: crate::scim::Permissions::default(),
         account: account(name),
     }
 }
@@ -33,8 +35,12 @@ fn claims(v: Value) -> Map<String, Value> {
     v.as_object().unwrap().clone()
 }
 
+fn read() -> Classified {
+    crate::scim::classify(&http::Method::GET, "/Users")
+}
+
 fn allowed(r: &Rule, c: Value) -> bool {
-    authorize(std::slice::from_ref(r), &claims(c)).is_ok()
+    authorize(std::slice::from_ref(r), &claims(c), &read(), &[]).is_ok()
 }
 
 #[test]
@@ -118,12 +124,64 @@ fn first_matching_rule_wins() {
         rule("first", "groups", "a", MatchMode::Exact),
         rule("second", "groups", "b", MatchMode::Exact),
     ];
-    let picked = authorize(&rules, &claims(json!({"groups": ["b", "a"]}))).unwrap();
+    let picked = authorize(&rules, &claims(json!({"groups": ["b", "a"]})), &read(), &[]).unwrap();
     assert_eq!(picked.name, "first");
-    let picked = authorize(&rules, &claims(json!({"groups": ["b"]}))).unwrap();
+    let picked = authorize(&rules, &claims(json!({"groups": ["b"]})), &read(), &[]).unwrap();
     assert_eq!(picked.account.name, "second");
     assert_eq!(
-        authorize(&rules, &claims(json!({"groups": []}))).unwrap_err(),
+        authorize(&rules, &claims(json!({"groups": []})), &read(), &[]).unwrap_err(),
+        AuthError::NoMatchingRule
+    );
+}
+
+#[test]
+fn permissions_pick_the_first_rule_that_allows_the_operation() {
+    use crate::scim::{Operation, Permissions, classify};
+    let mut reader = rule("reader", "groups", "staff", MatchMode::Exact);
+    reader.permissions = Permissions {
+        operations: Some(vec![Operation::Read, Operation::Search]),
+        resources: None,
+    };
+    let writer = rule("writer", "groups", "admins", MatchMode::Exact);
+    let rules = [reader, writer];
+    let c = |m: &str, p: &str| classify(&m.parse().unwrap(), p);
+    let staff = claims(json!({"groups": ["staff"]}));
+    assert_eq!(
+        authorize(&rules, &staff, &c("GET", "/Users"), &[])
+            .unwrap()
+            .name,
+        "reader"
+    );
+    assert_eq!(
+        authorize(&rules, &staff, &c("DELETE", "/Users/1"), &[]).unwrap_err(),
+        AuthError::OperationDenied
+    );
+    let both = claims(json!({"groups": ["staff", "admins"]}));
+    assert_eq!(
+        authorize(&rules, &both, &c("GET", "/Users"), &[])
+            .unwrap()
+            .name,
+        "reader"
+    );
+    assert_eq!(
+        authorize(&rules, &both, &c("DELETE", "/Users/1"), &[])
+            .unwrap()
+            .name,
+        "writer"
+    );
+    let bulk = [c("POST", "/Users"), c("DELETE", "/Users/1")];
+    assert_eq!(
+        authorize(&rules, &staff, &c("POST", "/Bulk"), &bulk).unwrap_err(),
+        AuthError::OperationDenied
+    );
+    assert_eq!(
+        authorize(&rules, &both, &c("POST", "/Bulk"), &bulk)
+            .unwrap()
+            .name,
+        "writer"
+    );
+    assert_eq!(
+        authorize(&rules, &claims(json!({})), &c("GET", "/Users"), &[]).unwrap_err(),
         AuthError::NoMatchingRule
     );
 }
