@@ -15,9 +15,9 @@ use crate::error::{ProxyError, RequestError};
 use crate::headers::{self, Forwarding};
 use crate::metrics::{Decision, Metrics, Outcome};
 use crate::runtime::Runtime;
-use crate::scim::{self, Operation};
+use crate::scim::{self, Operation, Resource};
 use crate::telemetry::AccessRecord;
-use crate::upstream::ProxyBody;
+use crate::upstream::{BoxError, ProxyBody, UpstreamError};
 
 /// What the listener knows about the connection a request came in on.
 #[derive(Debug, Clone, Copy)]
@@ -94,7 +94,8 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let target = check_request(rt, &req)?;
         let (mut parts, body) = req.into_parts();
-        let (account, body) = match self.authorize(rt, &parts, body, record).await {
+        let request = scim::classify(&parts.method, parts.uri.path());
+        let (account, body) = match self.authorize(rt, &parts, &request, body, record).await {
             Ok((rule, body)) => {
                 self.metrics.auth_decision(Decision::Allow, "ok");
                 self.metrics.rule_match(&rule.name);
@@ -125,7 +126,12 @@ impl Proxy {
             return Err(ProxyError::UpstreamRejectedCredential);
         }
         headers::strip_response(response.headers_mut());
-        Ok(response.map(|b| b.map_err(Into::into).boxed()))
+        if request.resource == Resource::ServiceProviderConfig
+            && response.status() == StatusCode::OK
+        {
+            return advertise_bearer(response).await;
+        }
+        Ok(response.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed()))
     }
 
     /// Steps 1–3: bearer token, verification, rule. The body is only read for `/Bulk` (after the
@@ -134,13 +140,13 @@ impl Proxy {
         &self,
         rt: &'rt Runtime,
         parts: &http::request::Parts,
+        request: &scim::Classified,
         body: Incoming,
         record: &mut AccessRecord,
     ) -> Result<(&'rt Rule, ProxyBody), Refused> {
         let token = bearer::bearer_token(&parts.headers)?;
         let verified = rt.verifier.verify(token).await?;
         record.identify(&verified, token);
-        let request = scim::classify(&parts.method, parts.uri.path());
         let limit = usize::try_from(rt.config.server.max_body_bytes).unwrap_or(usize::MAX);
         let (body, bulk) = if request.operation == Operation::Bulk {
             let bytes = match Limited::new(body, limit).collect().await {
@@ -157,14 +163,35 @@ impl Proxy {
             )
         } else {
             (
-                Limited::new(body, limit).map_err(Into::into).boxed(),
+                Limited::new(body, limit)
+                    .map_err(|e| -> BoxError { e })
+                    .boxed(),
                 Vec::new(),
             )
         };
-        let rule = policy::authorize(&rt.config.rules, &verified.claims, &request, &bulk)?;
+        let rule = policy::authorize(&rt.config.rules, &verified.claims, request, &bulk)?;
         record.allow(&rule.name, &rule.account.name);
         Ok((rule, body))
     }
+}
+
+/// Rewrites a ServiceProviderConfig response to advertise the bearer scheme scimgate enforces.
+/// A body that is not a JSON object passes through as it was; one over 1 MiB or that fails
+/// mid-read is a 502.
+async fn advertise_bearer(response: Response<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+    const MAX: usize = 1024 * 1024;
+    let (mut parts, body) = response.into_parts();
+    let bytes = Limited::new(body, MAX)
+        .collect()
+        .await
+        .map_err(|e| UpstreamError::Unavailable(format!("ServiceProviderConfig body: {e}")))?
+        .to_bytes();
+    let out = scim::rewrite_service_provider_config(&bytes).unwrap_or(bytes);
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Ok(Response::from_parts(
+        parts,
+        Full::new(out).map_err(|never| match never {}).boxed(),
+    ))
 }
 
 /// Why `authorize` refused: an authorization decision, or a request we cannot authorize.

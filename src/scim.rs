@@ -230,6 +230,29 @@ pub fn classify(method: &Method, path: &str) -> Classified {
     other
 }
 
+/// The authentication scheme scimgate enforces, as a ServiceProviderConfig entry (RFC 7643 §5).
+fn bearer_scheme() -> serde_json::Value {
+    serde_json::json!({
+        "type": "oauthbearertoken",
+        "name": "OAuth Bearer Token",
+        "description": "A bearer JWT from the identity provider, verified by scimgate (RFC 6750)",
+        "specUri": "https://www.rfc-editor.org/info/rfc6750",
+        "primary": true
+    })
+}
+
+/// Replaces `authenticationSchemes` in a ServiceProviderConfig document with the bearer-token
+/// scheme scimgate enforces: the backend's own API-key scheme is an internal detail. `None` when
+/// the body is not a JSON object (then it is passed through unchanged).
+pub fn rewrite_service_provider_config(body: &[u8]) -> Option<Bytes> {
+    let mut doc: serde_json::Value = serde_json::from_slice(body).ok()?;
+    doc.as_object_mut()?.insert(
+        "authenticationSchemes".into(),
+        serde_json::Value::Array(vec![bearer_scheme()]),
+    );
+    serde_json::to_vec(&doc).ok().map(Bytes::from)
+}
+
 /// Why a `/Bulk` body cannot be authorized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the bulk request body is not a SCIM BulkRequest")]
@@ -302,6 +325,19 @@ mod tests {
             resources: Some(vec![Resource::Me]),
         };
         assert!(me.allows(&c("GET", "/Me")) && !me.allows(&c("GET", "/Users")));
+    }
+
+    #[test]
+    fn service_provider_config_advertises_bearer() {
+        let body = br#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+            "patch":{"supported":true},"authenticationSchemes":[{"type":"httpbasic","name":"API key"}]}"#;
+        let out: serde_json::Value =
+            serde_json::from_slice(&rewrite_service_provider_config(body).unwrap()).unwrap();
+        assert_eq!(out["authenticationSchemes"][0]["type"], "oauthbearertoken");
+        assert_eq!(out["authenticationSchemes"].as_array().unwrap().len(), 1);
+        assert_eq!(out["patch"]["supported"], true);
+        assert!(rewrite_service_provider_config(b"[1]").is_none());
+        assert!(rewrite_service_provider_config(b"<html>").is_none());
     }
 
     #[test]
