@@ -3,6 +3,7 @@
 //! `load` reports every problem it finds, each with its key path, instead of stopping at the first.
 //! Nothing in here runs per request: the pipeline only reads the typed `Config`.
 
+pub mod quickstart;
 mod raw;
 pub mod secret;
 mod validate;
@@ -233,11 +234,25 @@ impl Config {
                 ));
             }
             figment = figment.merge(Toml::file_exact(path));
+        } else if let Some(text) = quickstart::toml(|k| std::env::var(k).ok()) {
+            figment = figment.merge(Toml::string(&text));
         }
-        Self::from_figment(
-            figment.merge(Env::prefixed("SCIMGATE_").split("__")),
-            secrets,
-        )
+        // The quick-start variables are single-underscore names that are not config keys.
+        let env = Env::prefixed("SCIMGATE_")
+            .ignore(quickstart::VARIABLES)
+            .split("__");
+        let mut config = Self::from_figment(figment.merge(env), secrets)?;
+        if path.is_some() && quickstart::toml(|k| std::env::var(k).ok()).is_some() {
+            config.warnings.push("SCIMGATE_UPSTREAM_URL and the other quick-start variables are ignored because a config file is given".into());
+        }
+        Ok(config)
+    }
+
+    /// The TOML that the quick-start variables stand for, when no file is given (for `check`).
+    pub fn quickstart_toml(path: Option<&Path>) -> Option<String> {
+        path.is_none()
+            .then(|| quickstart::toml(|k| std::env::var(k).ok()))
+            .flatten()
     }
 
     /// Validates a TOML document (tests, the demo).

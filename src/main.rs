@@ -55,6 +55,11 @@ fn check(path: Option<&std::path::Path>, strict: bool) -> ExitCode {
     };
     match Config::load_with(path, secrets) {
         Ok(config) => {
+            if let Some(toml) = Config::quickstart_toml(path) {
+                println!(
+                    "# Equivalent config file for the SCIMGATE_* quick-start variables:\n{toml}"
+                );
+            }
             print!("configuration OK\n{}", config.summary());
             ExitCode::SUCCESS
         }
