@@ -71,6 +71,28 @@ impl Permissions {
     }
 }
 
+impl Permissions {
+    /// Whether every request this permits, `other` also permits (used to find shadowed rules).
+    pub fn covers(&self, other: &Permissions) -> bool {
+        let ops_covered = match (&self.operations, &other.operations) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(mine), Some(theirs)) => theirs.iter().all(|op| mine.contains(op)),
+        };
+        let all_but_me = [
+            Resource::Users,
+            Resource::Groups,
+            Resource::ServiceProviderConfig,
+            Resource::ResourceTypes,
+            Resource::Schemas,
+            Resource::Unknown,
+        ];
+        let expand = |r: &Option<Vec<Resource>>| r.clone().unwrap_or_else(|| all_but_me.to_vec());
+        let (mine, theirs) = (expand(&self.resources), expand(&other.resources));
+        ops_covered && theirs.iter().all(|r| mine.contains(r))
+    }
+}
+
 /// A classified request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classified {

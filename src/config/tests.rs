@@ -206,3 +206,31 @@ fn shipped_configs_pass_check() {
         });
     }
 }
+
+#[test]
+fn warns_about_shadowed_rules() {
+    let dir = std::env::temp_dir().join(format!("scimgate-cfg-{}-d", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = minimal(&key_file(&dir, "k"));
+    let extra = |allow_first: &str, allow_second: &str| {
+        format!(
+            "{base}\n[[rules]]\nname = \"a\"\nclaim = \"groups\"\nvalue = \"ops\"\nservice_account = \"sa\"\n{allow_first}\n\
+             [[rules]]\nname = \"b\"\nclaim = \"groups\"\nvalue = \"ops\"\nservice_account = \"sa\"\n{allow_second}\n"
+        )
+    };
+    let shadowed = Config::from_toml(&extra("", "allow = [\"read\"]")).unwrap();
+    assert!(
+        shadowed
+            .warnings
+            .iter()
+            .any(|w| w.contains("rules[2]") && w.contains("never be chosen")),
+        "{:?}",
+        shadowed.warnings
+    );
+    let fine = Config::from_toml(&extra("allow = [\"read\"]", "")).unwrap();
+    assert!(
+        !fine.warnings.iter().any(|w| w.contains("never be chosen")),
+        "{:?}",
+        fine.warnings
+    );
+}

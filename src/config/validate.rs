@@ -112,6 +112,7 @@ pub(super) fn validate(raw: RawConfig, secrets: Secrets) -> Result<Config, Confi
     let jwt = jwt(&mut c, &raw.jwt);
     let accounts = service_accounts(&mut c, &raw.service_accounts);
     let rules = rules(&mut c, &raw.rules, &accounts);
+    lint_shadowed_rules(&mut c, &rules);
     match (upstream, jwt) {
         (Some(upstream), Some(jwt)) if c.problems.is_empty() => Ok(Config {
             server,
@@ -250,6 +251,25 @@ fn base_url(c: &mut Checker, path: &str, text: &str) -> Option<Uri> {
         return None;
     }
     Some(url)
+}
+
+/// Warns about rules that can never be chosen: an earlier rule with the same claim test already
+/// permits everything they permit.
+fn lint_shadowed_rules(c: &mut Checker, rules: &[Rule]) {
+    for (j, later) in rules.iter().enumerate() {
+        let shadow = rules[..j].iter().find(|earlier| {
+            earlier.claim == later.claim
+                && earlier.value == later.value
+                && earlier.match_mode == later.match_mode
+                && earlier.permissions.covers(&later.permissions)
+        });
+        if let Some(earlier) = shadow {
+            c.warnings.push(format!(
+                "rules[{j}] ({:?}) can never be chosen: rule {:?} before it has the same claim test and permits everything it does",
+                later.name, earlier.name
+            ));
+        }
+    }
 }
 
 fn permissions(c: &mut Checker, path: &str, r: &super::raw::RawRule) -> Permissions {
