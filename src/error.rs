@@ -34,8 +34,6 @@ pub enum ProxyError {
 pub enum RequestError {
     #[error("request target is not an absolute path")]
     BadTarget,
-    #[error("request carries both Transfer-Encoding and Content-Length")]
-    BadFraming,
     #[error("the /Bulk body is not a SCIM BulkRequest")]
     InvalidBulk,
     #[error("method not allowed through the proxy")]
@@ -66,9 +64,9 @@ impl ProxyError {
                 Outcome::Forbidden
             }
             Self::Auth(AuthError::KeysUnavailable) => Outcome::JwksUnavailable,
-            Self::Request(
-                RequestError::BadTarget | RequestError::BadFraming | RequestError::InvalidBulk,
-            ) => Outcome::BadRequest,
+            Self::Request(RequestError::BadTarget | RequestError::InvalidBulk) => {
+                Outcome::BadRequest
+            }
             Self::Request(RequestError::MethodNotAllowed) => Outcome::MethodNotAllowed,
             Self::Request(RequestError::PayloadTooLarge)
             | Self::Upstream(UpstreamError::BodyTooLarge) => Outcome::PayloadTooLarge,
@@ -110,11 +108,6 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST,
                 None,
                 "the /Bulk body must be a SCIM BulkRequest with method and path on every operation",
-            ),
-            Self::Request(RequestError::BadFraming) => (
-                StatusCode::BAD_REQUEST,
-                None,
-                "conflicting Transfer-Encoding and Content-Length",
             ),
             Self::Request(RequestError::BadTarget) => {
                 (StatusCode::BAD_REQUEST, None, "invalid request target")

@@ -217,13 +217,6 @@ fn check_request(rt: &Runtime, req: &Request<Incoming>) -> Result<http::Uri, Req
     if req.method() == Method::CONNECT || req.method() == Method::TRACE {
         return Err(RequestError::MethodNotAllowed);
     }
-    // RFC 9112 §6.3: both framing headers is a smuggling attempt or a broken client; refuse
-    // rather than pick one (hyper would use Transfer-Encoding and close the connection).
-    if req.headers().contains_key(http::header::TRANSFER_ENCODING)
-        && req.headers().contains_key(http::header::CONTENT_LENGTH)
-    {
-        return Err(RequestError::BadFraming);
-    }
     let declared = req
         .headers()
         .get(http::header::CONTENT_LENGTH)
