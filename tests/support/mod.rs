@@ -1,0 +1,30 @@
+//! Black-box test harness (threats.md §6): the real binary on loopback ports, a fake JWKS
+//! endpoint, a recording upstream, and a token mint. Every test file does `mod support;`; not
+//! every file uses every helper.
+#![allow(dead_code, unused_imports)]
+
+pub mod check;
+pub mod client;
+pub mod config;
+pub mod gateway;
+pub mod jwks;
+pub mod mint;
+pub mod upstream;
+pub mod wire;
+
+pub use check::{CheckOutput, run_check, run_check_file};
+pub use client::{Response, send};
+pub use config::{GatewayConfig, TempDir, toml_str};
+pub use gateway::Gateway;
+pub use jwks::{JwksMode, JwksServer};
+pub use mint::{SigningKey, Token, ec_key, rsa_key};
+pub use upstream::Upstream;
+
+/// The usual fixture: a JWKS server publishing the per-process RSA and EC keys, a recording
+/// upstream, and the default gateway config pointing at both.
+pub async fn fixture() -> (JwksServer, Upstream, GatewayConfig) {
+    let jwks = JwksServer::start(mint::jwks(&[rsa_key(), ec_key()])).await;
+    let upstream = Upstream::start().await;
+    let cfg = GatewayConfig::new(&upstream.url(), &jwks.url());
+    (jwks, upstream, cfg)
+}

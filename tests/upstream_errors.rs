@@ -1,0 +1,64 @@
+//! Upstream faults are reported as the gateway's own SCIM errors (502 / 504), never as the
+//! caller's fault and never with the backend's own error details.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::{Gateway, Token, Upstream, fixture, rsa_key};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_is_502() {
+    let (jwks, _upstream, _) = fixture().await;
+    let cfg = support::GatewayConfig::new(&Upstream::down_url(), &jwks.url());
+    let gw = Gateway::start(cfg).await;
+    let r = gw.get("/Users", Some(&Token::new().sign(rsa_key()))).await;
+    r.assert_scim_error(502);
+    assert!(
+        r.header("www-authenticate").is_none(),
+        "an upstream fault is not the caller's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_rejecting_the_service_account_key_is_502() {
+    let (_jwks, upstream, cfg) = fixture().await;
+    upstream.set_behavior(support::upstream::Behavior {
+        status: 401,
+        headers: vec![
+            ("content-type".into(), "application/scim+json".into()),
+            ("www-authenticate".into(), "Bearer realm=\"backend\"".into()),
+        ],
+        body: br#"{"detail":"backend says: bad api key"}"#.to_vec(),
+        ..Default::default()
+    });
+    let gw = Gateway::start(cfg).await;
+    let r = gw.get("/Users", Some(&Token::new().sign(rsa_key()))).await;
+    r.assert_scim_error(502);
+    assert_eq!(
+        r.json()["detail"],
+        json!("upstream rejected the service account credential")
+    );
+    assert!(
+        r.header("www-authenticate").is_none(),
+        "the backend's challenge must not reach the IdP"
+    );
+    assert!(!r.text().contains("backend says"));
+    assert_eq!(upstream.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_timeout_is_504() {
+    let (_jwks, upstream, cfg) = fixture().await;
+    upstream.set_delay(Duration::from_secs(5));
+    let gw = Gateway::start(cfg.set("upstream", "timeout", "\"500ms\"")).await;
+    let started = std::time::Instant::now();
+    let r = gw.get("/Users", Some(&Token::new().sign(rsa_key()))).await;
+    r.assert_scim_error(504);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+}
