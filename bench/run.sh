@@ -18,7 +18,7 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
   echo "installing nginx and wrk (apt)"
   apt-get update -qq && apt-get install -y -qq nginx wrk >/dev/null
 fi
-cargo build --release --locked --quiet --bin scimgate --example mint
+cargo build --release ${BENCH_LOCKED---locked} --quiet --bin scimgate --example mint
 BIN=$ROOT/target/release/scimgate
 
 WORK=$(mktemp -d /tmp/scimgate-bench.XXXXXX)

@@ -37,14 +37,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn runtime_with(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = worker_threads {
-        builder.worker_threads(n);
-    }
-    builder
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    // One worker (a typical sidecar setting) runs on the calling thread: no cross-thread
+    // wake-ups or work-stealing queues on the request path.
+    let mut builder = match worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().build().context("cannot start the async runtime")
 }
 
 fn check(path: Option<&std::path::Path>, strict: bool) -> ExitCode {
