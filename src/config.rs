@@ -237,9 +237,11 @@ impl Config {
         } else if let Some(text) = quickstart::toml(|k| std::env::var(k).ok()) {
             figment = figment.merge(Toml::string(&text));
         }
-        // The quick-start variables are single-underscore names that are not config keys.
+        // Only SCIMGATE_<SECTION>__<KEY> names are overrides. Others are not ours to reject:
+        // the quick-start variables, and those Kubernetes injects for a Service named
+        // `scimgate` (SCIMGATE_PORT, SCIMGATE_SERVICE_HOST, ...).
         let env = Env::prefixed("SCIMGATE_")
-            .ignore(quickstart::VARIABLES)
+            .filter(|key| key.as_str().contains("__"))
             .split("__");
         let mut config = Self::from_figment(figment.merge(env), secrets)?;
         if path.is_some() && quickstart::toml(|k| std::env::var(k).ok()).is_some() {
@@ -322,7 +324,7 @@ impl Config {
         for (i, rule) in self.rules.iter().enumerate() {
             let op = match rule.match_mode {
                 MatchMode::Exact => "==",
-                MatchMode::SpaceDelimited => "has scope",
+                MatchMode::SpaceDelimited => "contains (space-delimited)",
             };
             out.push_str(&format!(
                 "  {}. {}: {} {op} {:?} -> {}\n",

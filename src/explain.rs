@@ -148,7 +148,7 @@ fn decide(config: &Config, claims: &Map<String, Value>, x: &mut Explanation) -> 
 fn operator(rule: &Rule) -> &'static str {
     match rule.match_mode {
         crate::config::MatchMode::Exact => "equals/contains",
-        crate::config::MatchMode::SpaceDelimited => "has scope",
+        crate::config::MatchMode::SpaceDelimited => "contains (space-delimited)",
     }
 }
 

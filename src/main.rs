@@ -48,7 +48,10 @@ fn runtime_with(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime:
         }
         None => tokio::runtime::Builder::new_multi_thread(),
     };
-    builder.enable_all().build().context("cannot start the async runtime")
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn check(path: Option<&std::path::Path>, strict: bool) -> ExitCode {

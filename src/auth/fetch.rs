@@ -56,23 +56,9 @@ pub fn client(extra_ca: Option<&Path>) -> Result<IdpClient, TlsError> {
     Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 
-/// GETs `url`, sending `If-None-Match` when an ETag is given, reading at most `limit` bytes.
+/// GETs `url`, sending `If-None-Match` when an ETag is given, reading at most `limit` bytes,
+/// all within the total timeout.
 pub async fn get(
-    client: &IdpClient,
-    url: &Uri,
-    accept: &'static str,
-    etag: Option<&HeaderValue>,
-    limit: usize,
-) -> Result<Fetched, FetchError> {
-    tokio::time::timeout(
-        TOTAL_TIMEOUT,
-        get_unbounded_in_time(client, url, accept, etag, limit),
-    )
-    .await
-    .map_err(|_| FetchError::Timeout)?
-}
-
-async fn get_unbounded_in_time(
     client: &IdpClient,
     url: &Uri,
     accept: &'static str,
@@ -88,21 +74,28 @@ async fn get_unbounded_in_time(
             .headers_mut()
             .insert(http::header::IF_NONE_MATCH, etag.clone());
     }
-    let response = client
-        .request(request)
-        .await
-        .map_err(|e| FetchError::Unreachable(error_chain(&e)))?;
-    let (parts, body) = response.into_parts();
-    let body = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(FetchError::TooLarge),
-        Err(e) => return Err(FetchError::Unreachable(e.to_string())),
+    let exchange = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| FetchError::Unreachable(error_chain(&e)))?;
+        let (parts, body) = response.into_parts();
+        let body = match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(FetchError::TooLarge);
+            }
+            Err(e) => return Err(FetchError::Unreachable(e.to_string())),
+        };
+        Ok(Fetched {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     };
-    Ok(Fetched {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    })
+    tokio::time::timeout(TOTAL_TIMEOUT, exchange)
+        .await
+        .map_err(|_| FetchError::Timeout)?
 }
 
 /// `Cache-Control: max-age=N`, if present and well-formed (RFC 9111 §5.2.2.1).

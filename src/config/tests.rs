@@ -234,3 +234,26 @@ fn warns_about_shadowed_rules() {
         fine.warnings
     );
 }
+
+#[test]
+fn variables_without_a_section_separator_are_not_overrides() {
+    Jail::expect_with(|jail| {
+        let dir = jail.directory().display().to_string();
+        jail.create_file("key", "k")?;
+        jail.create_file("scimgate.toml", &minimal(&format!("{dir}/key")))?;
+        // What Kubernetes injects for a Service named `scimgate`.
+        jail.set_env("SCIMGATE_PORT", "tcp://10.0.0.1:8080");
+        jail.set_env("SCIMGATE_SERVICE_HOST", "10.0.0.1");
+        jail.set_env("SCIMGATE_SERVER__MAX_BODY_BYTES", "1024");
+        let path = jail.directory().join("scimgate.toml");
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.server.max_body_bytes, 1024);
+        jail.set_env("SCIMGATE_SERVER__BOGUS", "1");
+        let err = Config::load(Some(&path)).unwrap_err();
+        assert!(
+            err.to_string().contains("server.bogus: unknown key"),
+            "{err}"
+        );
+        Ok(())
+    });
+}

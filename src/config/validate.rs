@@ -1,57 +1,32 @@
 //! RawConfig → Config: every check on the config, each failure recorded with its key path.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Uri};
+use http::Uri;
 use jsonwebtoken::Algorithm;
 
-use super::raw::{
-    OneOrMany, RawAdmin, RawConfig, RawJwt, RawLog, RawServer, RawServiceAccount, RawUpstream,
-};
-use super::secret::{Secret, SecretSource};
+use super::raw::{OneOrMany, RawAdmin, RawConfig, RawJwt, RawLog, RawServer, RawUpstream};
 use super::{
-    AdminConfig, Config, ConfigError, JwtConfig, LogConfig, LogFormat, MatchMode, Problem, Rule,
-    Secrets, ServerConfig, ServiceAccount, TlsFiles, UpstreamConfig,
+    AdminConfig, Config, ConfigError, JwtConfig, LogConfig, LogFormat, Problem, Secrets,
+    ServerConfig, TlsFiles, UpstreamConfig,
 };
-use crate::scim::{Operation, Permissions, Resource};
+
+mod rules;
 
 /// RFC 7519 §4.1.4 allows "a few minutes" of leeway; more than this hides clock problems.
 const MAX_LEEWAY: Duration = Duration::from_secs(300);
 
-/// Headers a service account may not use for its credential: they are framing, routing or
-/// hop-by-hop fields that the proxy itself controls (RFC 9110 §7.6.1).
-const RESERVED_CREDENTIAL_HEADERS: &[&str] = &[
-    "host",
-    "content-length",
-    "content-type",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "x-request-id",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "forwarded",
-    "cookie",
-];
-
 /// Collects problems while checking sections.
-struct Checker {
-    problems: Vec<Problem>,
-    warnings: Vec<String>,
-    secrets: Secrets,
+pub(super) struct Checker {
+    pub(super) problems: Vec<Problem>,
+    pub(super) warnings: Vec<String>,
+    pub(super) secrets: Secrets,
 }
 
 impl Checker {
-    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
             path: path.into(),
             message: message.into(),
@@ -110,9 +85,9 @@ pub(super) fn validate(raw: RawConfig, secrets: Secrets) -> Result<Config, Confi
     let log = log(&mut c, &raw.log);
     let upstream = upstream(&mut c, &raw.upstream);
     let jwt = jwt(&mut c, &raw.jwt);
-    let accounts = service_accounts(&mut c, &raw.service_accounts);
-    let rules = rules(&mut c, &raw.rules, &accounts);
-    lint_shadowed_rules(&mut c, &rules);
+    let accounts = rules::service_accounts(&mut c, &raw.service_accounts);
+    let rules = rules::rules(&mut c, &raw.rules, &accounts);
+    rules::lint_shadowed_rules(&mut c, &rules);
     match (upstream, jwt) {
         (Some(upstream), Some(jwt)) if c.problems.is_empty() => Ok(Config {
             server,
@@ -253,64 +228,6 @@ fn base_url(c: &mut Checker, path: &str, text: &str) -> Option<Uri> {
     Some(url)
 }
 
-/// Warns about rules that can never be chosen: an earlier rule with the same claim test already
-/// permits everything they permit.
-fn lint_shadowed_rules(c: &mut Checker, rules: &[Rule]) {
-    for (j, later) in rules.iter().enumerate() {
-        let shadow = rules[..j].iter().find(|earlier| {
-            earlier.claim == later.claim
-                && earlier.value == later.value
-                && earlier.match_mode == later.match_mode
-                && earlier.permissions.covers(&later.permissions)
-        });
-        if let Some(earlier) = shadow {
-            c.warnings.push(format!(
-                "rules[{j}] ({:?}) can never be chosen: rule {:?} before it has the same claim test and permits everything it does",
-                later.name, earlier.name
-            ));
-        }
-    }
-}
-
-fn permissions(c: &mut Checker, path: &str, r: &super::raw::RawRule) -> Permissions {
-    let operations = r.allow.as_ref().map(|names| {
-        names
-            .iter()
-            .enumerate()
-            .filter_map(|(i, n)| {
-                let op = Operation::from_name(n);
-                if op.is_none() {
-                    c.problem(
-                        format!("{path}.allow[{i}]"),
-                        format!("unknown operation {n:?} (known: {})", Operation::NAMES),
-                    );
-                }
-                op
-            })
-            .collect()
-    });
-    let resources = r.resource_types.as_ref().map(|names| {
-        names
-            .iter()
-            .enumerate()
-            .filter_map(|(i, n)| {
-                let resource = Resource::from_name(n);
-                if resource.is_none() {
-                    c.problem(
-                        format!("{path}.resource_types[{i}]"),
-                        format!("unknown resource type {n:?} (known: {})", Resource::NAMES),
-                    );
-                }
-                resource
-            })
-            .collect()
-    });
-    Permissions {
-        operations,
-        resources,
-    }
-}
-
 /// An absolute URL we may fetch keys or discovery documents from: https, or http on loopback.
 fn secure_url(c: &mut Checker, path: &str, text: &str) -> Option<Uri> {
     let url = base_url(c, path, text)?;
@@ -444,201 +361,6 @@ fn algorithms(c: &mut Checker, raw: &[String]) -> Vec<Algorithm> {
                 format!("unknown algorithm {name:?} (known: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA)"),
             ),
         }
-    }
-    out
-}
-
-fn service_accounts(
-    c: &mut Checker,
-    raw: &BTreeMap<String, RawServiceAccount>,
-) -> BTreeMap<String, Arc<ServiceAccount>> {
-    if raw.is_empty() {
-        c.problem(
-            "service_accounts",
-            "at least one service account is required",
-        );
-    }
-    let mut out = BTreeMap::new();
-    for (name, sa) in raw {
-        if let Some(account) = service_account(c, name, sa) {
-            out.insert(name.clone(), Arc::new(account));
-        }
-    }
-    out
-}
-
-fn service_account(c: &mut Checker, name: &str, raw: &RawServiceAccount) -> Option<ServiceAccount> {
-    let path = format!("service_accounts.{name}");
-    let header_text = raw.header.as_deref().unwrap_or("authorization");
-    let header = match HeaderName::from_bytes(header_text.as_bytes()) {
-        Ok(h) if RESERVED_CREDENTIAL_HEADERS.contains(&h.as_str()) => {
-            c.problem(
-                format!("{path}.header"),
-                format!("{header_text:?} is reserved for the proxy"),
-            );
-            None
-        }
-        Ok(h) => Some(h),
-        Err(_) => {
-            c.problem(
-                format!("{path}.header"),
-                format!("{header_text:?} is not a valid header name"),
-            );
-            None
-        }
-    };
-    let scheme = raw.scheme.clone().filter(|s| !s.is_empty());
-    if scheme
-        .as_deref()
-        .is_some_and(|s| !s.bytes().all(|b| b.is_ascii_graphic()))
-    {
-        c.problem(
-            format!("{path}.scheme"),
-            "must be a single word of visible ASCII characters",
-        );
-    }
-    let source = match (&raw.api_key_file, &raw.api_key_env) {
-        (Some(file), None) => SecretSource::File(PathBuf::from(file)),
-        (None, Some(env)) => SecretSource::Env(env.clone()),
-        (Some(_), Some(_)) => {
-            c.problem(&path, "set api_key_file or api_key_env, not both");
-            return None;
-        }
-        (None, None) => {
-            c.problem(&path, "set api_key_file or api_key_env");
-            return None;
-        }
-    };
-    let key_path = match &source {
-        SecretSource::File(_) => format!("{path}.api_key_file"),
-        SecretSource::Env(_) => format!("{path}.api_key_env"),
-    };
-    let secret = match (Secret::load(&source), c.secrets) {
-        (Ok(s), _) => s,
-        (Err(e), Secrets::Required) => {
-            c.problem(key_path, e.to_string());
-            return None;
-        }
-        (Err(e), Secrets::Optional) => {
-            c.warnings.push(format!(
-                "{key_path}: {e} (serve will refuse to start until it is readable)"
-            ));
-            Secret::new("unavailable")
-        }
-    };
-    warn_if_exposed(c, &source);
-    let text = match &scheme {
-        Some(s) => format!("{s} {}", secret.expose()),
-        None => secret.expose().to_owned(),
-    };
-    let Ok(mut value) = HeaderValue::from_str(&text) else {
-        c.problem(
-            key_path,
-            "the key contains characters that cannot be sent in a header",
-        );
-        return None;
-    };
-    value.set_sensitive(true);
-    Some(ServiceAccount {
-        name: name.to_owned(),
-        header: header?,
-        value,
-        scheme,
-        source,
-    })
-}
-
-#[cfg(unix)]
-fn warn_if_exposed(c: &mut Checker, source: &SecretSource) {
-    use std::os::unix::fs::PermissionsExt;
-    if let SecretSource::File(path) = source
-        && let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o007 != 0
-    {
-        c.warnings.push(format!(
-            "key file {} is readable by other users",
-            path.display()
-        ));
-    }
-}
-
-#[cfg(not(unix))]
-fn warn_if_exposed(_: &mut Checker, _: &SecretSource) {}
-
-fn rules(
-    c: &mut Checker,
-    raw: &[super::raw::RawRule],
-    accounts: &BTreeMap<String, Arc<ServiceAccount>>,
-) -> Vec<Rule> {
-    if raw.is_empty() {
-        c.problem("rules", "at least one [[rules]] entry is required");
-    }
-    let mut out: Vec<Rule> = Vec::new();
-    for (i, r) in raw.iter().enumerate() {
-        let path = format!("rules[{i}]");
-        if r.name.is_empty() {
-            c.problem(format!("{path}.name"), "must not be empty");
-        } else if raw[..i].iter().any(|o| o.name == r.name) {
-            c.problem(
-                format!("{path}.name"),
-                format!("duplicate rule name {:?}", r.name),
-            );
-        }
-        let claim_path: Vec<String> = r.claim.split('.').map(str::to_owned).collect();
-        if r.claim.is_empty() || claim_path.iter().any(String::is_empty) {
-            c.problem(
-                format!("{path}.claim"),
-                format!("invalid claim path {:?}", r.claim),
-            );
-        }
-        if r.value.is_empty() {
-            c.problem(format!("{path}.value"), "must not be empty");
-        }
-        let match_mode = match r.match_mode.as_deref() {
-            None | Some("exact") => MatchMode::Exact,
-            Some("space_delimited") => MatchMode::SpaceDelimited,
-            Some(other) => {
-                c.problem(
-                    format!("{path}.match"),
-                    format!("unknown mode {other:?} (known: exact, space_delimited)"),
-                );
-                MatchMode::Exact
-            }
-        };
-        if match_mode == MatchMode::SpaceDelimited && r.value.contains(' ') {
-            c.problem(
-                format!("{path}.value"),
-                "a space_delimited value cannot contain a space",
-            );
-        }
-        let Some(account) = accounts.get(&r.service_account) else {
-            // An account that failed its own checks is already reported; don't pile on.
-            if !c.problems.iter().any(|p| {
-                p.path
-                    .starts_with(&format!("service_accounts.{}", r.service_account))
-            }) {
-                let known: Vec<&str> = accounts.keys().map(String::as_str).collect();
-                c.problem(
-                    format!("{path}.service_account"),
-                    format!(
-                        "no service account {:?} (known: {})",
-                        r.service_account,
-                        known.join(", ")
-                    ),
-                );
-            }
-            continue;
-        };
-        let permissions = permissions(c, &path, r);
-        out.push(Rule {
-            permissions,
-            name: r.name.clone(),
-            claim: r.claim.clone(),
-            claim_path,
-            value: r.value.clone(),
-            match_mode,
-            account: Arc::clone(account),
-        });
     }
     out
 }
