@@ -56,8 +56,8 @@ pub struct App {
     cert: Option<Arc<ServerCert>>,
     /// Where the config came from, for reloads (`None`: environment only).
     source: Option<PathBuf>,
-    /// The JWKS cache being refreshed in the background, and its task.
-    refresher: Mutex<Option<(Arc<Jwks>, JoinHandle<()>)>>,
+    /// The JWKS caches being refreshed in the background, each with its task.
+    refreshers: Mutex<Vec<(Arc<Jwks>, JoinHandle<()>)>>,
     /// Serialises reloads (SIGHUP and file changes may coincide).
     reloading: tokio::sync::Mutex<u64>,
 }
@@ -76,15 +76,15 @@ impl App {
             Some(files) => Some(ServerCert::load(&files.cert, &files.key)?),
             None => None,
         };
-        let jwks_url = discovery::jwks_url(&config.jwt).await?;
-        let runtime = Runtime::build(config, jwks_url, None, &metrics, 1)?;
+        let jwks_urls = jwks_urls(&config).await?;
+        let runtime = Runtime::build(config, jwks_urls, None, &metrics, 1)?;
         metrics.config_loaded(None);
         Ok(Self {
             proxy: Arc::new(Proxy::new(runtime, Arc::clone(&metrics))),
             metrics,
             cert,
             source,
-            refresher: Mutex::new(None),
+            refreshers: Mutex::new(Vec::new()),
             reloading: tokio::sync::Mutex::new(1),
         })
     }
@@ -128,10 +128,10 @@ impl App {
         .await;
         reload_task.abort();
         admin_task.abort();
-        if let Ok(mut slot) = app.refresher.lock()
-            && let Some((_, task)) = slot.take()
-        {
-            task.abort();
+        if let Ok(mut running) = app.refreshers.lock() {
+            for (_, task) in running.drain(..) {
+                task.abort();
+            }
         }
     }
 
@@ -172,35 +172,58 @@ impl App {
         if let (Some(cert), Some(files)) = (&self.cert, &config.server.tls) {
             cert.reload(&files.cert, &files.key)?;
         }
-        let jwks_url = discovery::jwks_url(&config.jwt).await?;
-        let runtime = Runtime::build(config, jwks_url, Some(&current), &self.metrics, generation)?;
-        if !Arc::ptr_eq(&runtime.jwks, &current.jwks) {
-            // A new key source must work before it replaces the old one.
-            runtime.jwks.refresh().await?;
+        let jwks_urls = jwks_urls(&config).await?;
+        let runtime = Runtime::build(config, jwks_urls, Some(&current), &self.metrics, generation)?;
+        for tenant in &runtime.tenants {
+            if !current
+                .tenants
+                .iter()
+                .any(|old| Arc::ptr_eq(&old.jwks, &tenant.jwks))
+            {
+                // A new key source must work before it replaces the old one.
+                tenant.jwks.refresh().await?;
+            }
         }
         self.proxy.swap(runtime);
         self.ensure_refresher();
         Ok(())
     }
 
-    /// Keeps exactly one background refresh task, for the current generation's JWKS cache.
+    /// Keeps exactly one background refresh task per JWKS cache in use, stopping the others.
     fn ensure_refresher(&self) {
-        let jwks = Arc::clone(&self.proxy.runtime().jwks);
-        let Ok(mut slot) = self.refresher.lock() else {
+        let wanted: Vec<Arc<Jwks>> = self
+            .proxy
+            .runtime()
+            .tenants
+            .iter()
+            .map(|t| Arc::clone(&t.jwks))
+            .collect();
+        let Ok(mut running) = self.refreshers.lock() else {
             return;
         };
-        if slot
-            .as_ref()
-            .is_some_and(|(running, _)| Arc::ptr_eq(running, &jwks))
-        {
-            return;
+        running.retain(|(jwks, task)| {
+            let keep = wanted.iter().any(|w| Arc::ptr_eq(w, jwks));
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for jwks in wanted {
+            if !running.iter().any(|(r, _)| Arc::ptr_eq(r, &jwks)) {
+                let task = tokio::spawn(Arc::clone(&jwks).run());
+                running.push((jwks, task));
+            }
         }
-        if let Some((_, old)) = slot.take() {
-            old.abort();
-        }
-        let task = tokio::spawn(Arc::clone(&jwks).run());
-        *slot = Some((jwks, task));
     }
+}
+
+/// Each tenant's JWKS URL, configured or discovered.
+async fn jwks_urls(config: &Config) -> Result<Vec<http::Uri>, DiscoveryError> {
+    let mut urls = Vec::with_capacity(config.tenants.len());
+    for tenant in &config.tenants {
+        urls.push(discovery::jwks_url(&tenant.jwt).await?);
+    }
+    Ok(urls)
 }
 
 fn warn_about_restart_only_changes(old: &Config, new: &Config) {

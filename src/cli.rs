@@ -36,6 +36,9 @@ pub enum Command {
         /// Print the trace as JSON.
         #[arg(long)]
         json: bool,
+        /// The tenant whose issuer and rules apply (default: the first).
+        #[arg(long)]
+        tenant: Option<String>,
         /// The token, or "-" (or nothing) to read it from standard input.
         token: Option<String>,
     },

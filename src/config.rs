@@ -31,13 +31,92 @@ pub struct Config {
     pub log: LogConfig,
     /// `[runtime] worker_threads`; `None`: one per CPU core.
     pub worker_threads: Option<usize>,
+    /// At least one. Without `[[tenants]]`, the top-level sections form one tenant that owns
+    /// every path.
+    pub tenants: Vec<Tenant>,
+    /// Things that are allowed but deserve an operator's attention, logged at startup.
+    pub warnings: Vec<String>,
+}
+
+/// One SCIM tenant: the paths it owns, its issuer, rules, service accounts and backend.
+#[derive(Debug)]
+pub struct Tenant {
+    pub name: String,
+    pub prefix: PathPrefix,
     pub upstream: UpstreamConfig,
     pub jwt: JwtConfig,
     /// Ordered: the first matching rule wins.
     pub rules: Vec<Rule>,
     pub service_accounts: Vec<Arc<ServiceAccount>>,
-    /// Things that are allowed but deserve an operator's attention, logged at startup.
-    pub warnings: Vec<String>,
+}
+
+/// A tenant's path prefix: literal segments and at most one `{account}` placeholder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathPrefix {
+    pub segments: Vec<PrefixSegment>,
+}
+
+/// One segment of a `PathPrefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrefixSegment {
+    Literal(String),
+    /// Captures one segment of `[A-Za-z0-9._~-]` (not `.` or `..`), substituted into the
+    /// upstream URL's `{account}`.
+    Account,
+}
+
+/// What a matching prefix captured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixMatch<'p> {
+    pub account: Option<&'p str>,
+    /// The rest of the path, starting with `/` (or empty).
+    pub rest: &'p str,
+}
+
+impl PathPrefix {
+    /// Matches whole segments: `/scim` matches `/scim` and `/scim/Users`, not `/scimx`.
+    pub fn matches<'p>(&self, path: &'p str) -> Option<PrefixMatch<'p>> {
+        let mut rest = path;
+        let mut account = None;
+        for segment in &self.segments {
+            let after = rest.strip_prefix('/')?;
+            let end = after.find('/').unwrap_or(after.len());
+            let (value, tail) = after.split_at(end);
+            match segment {
+                PrefixSegment::Literal(text) if value == text => {}
+                PrefixSegment::Literal(_) => return None,
+                PrefixSegment::Account if is_account_id(value) => account = Some(value),
+                PrefixSegment::Account => return None,
+            }
+            rest = tail;
+        }
+        Some(PrefixMatch { account, rest })
+    }
+}
+
+impl fmt::Display for PathPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.segments.is_empty() {
+            return f.write_str("/");
+        }
+        for s in &self.segments {
+            match s {
+                PrefixSegment::Literal(text) => write!(f, "/{text}")?,
+                PrefixSegment::Account => f.write_str("/{account}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An account identifier safe to put into an upstream path: unreserved characters only.
+fn is_account_id(value: &str) -> bool {
+    !value.is_empty()
+        && value != "."
+        && value != ".."
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 /// `[server]`.
@@ -296,15 +375,34 @@ impl Config {
         };
         out.push_str(&format!("listen       {}{tls}\n", self.server.listen));
         out.push_str(&format!("admin        {}\n", self.admin.listen));
-        out.push_str(&format!("upstream     {}\n", self.upstream.url));
+        let single = self.tenants.len() == 1 && self.tenants[0].prefix.segments.is_empty();
+        for tenant in &self.tenants {
+            if !single {
+                out.push_str(&format!("tenant {:?} at {}\n", tenant.name, tenant.prefix));
+            }
+            tenant.summary(&mut out);
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("warning: {w}\n"));
+        }
+        out
+    }
+}
+
+impl Tenant {
+    fn summary(&self, out: &mut String) {
+        out.push_str(&format!(
+            "upstream     {}\n",
+            self.upstream
+                .url
+                .to_string()
+                .replace("scimgate-account-placeholder", "{account}")
+        ));
         let jwks = self.jwt.jwks_url.as_ref().map_or_else(
             || "(discovered from the issuer)".to_owned(),
             ToString::to_string,
         );
-        out.push_str(&format!(
-            "jwks_url     {jwks}
-"
-        ));
+        out.push_str(&format!("jwks_url     {jwks}\n"));
         let issuer = self.jwt.issuer.as_deref().unwrap_or("(not checked)");
         out.push_str(&format!("issuer       {issuer}\n"));
         let audience = if self.jwt.audience.is_empty() {
@@ -326,8 +424,12 @@ impl Config {
                 MatchMode::Exact => "==",
                 MatchMode::SpaceDelimited => "contains (space-delimited)",
             };
+            let ops = rule.permissions.operations.as_ref().map_or_else(
+                || "all operations".to_owned(),
+                |ops| ops.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(","),
+            );
             out.push_str(&format!(
-                "  {}. {}: {} {op} {:?} -> {}\n",
+                "  {}. {}: {} {op} {:?} -> {} ({ops})\n",
                 i + 1,
                 rule.name,
                 rule.claim,
@@ -347,10 +449,6 @@ impl Config {
                 sa.name, sa.header, sa.source
             ));
         }
-        for w in &self.warnings {
-            out.push_str(&format!("warning: {w}\n"));
-        }
-        out
     }
 }
 

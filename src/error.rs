@@ -36,6 +36,8 @@ pub enum RequestError {
     BadTarget,
     #[error("the /Bulk body is not a SCIM BulkRequest")]
     InvalidBulk,
+    #[error("no tenant's path_prefix matches the path")]
+    UnknownTenant,
     #[error("method not allowed through the proxy")]
     MethodNotAllowed,
     #[error("request body larger than server.max_body_bytes")]
@@ -68,6 +70,7 @@ impl ProxyError {
                 Outcome::BadRequest
             }
             Self::Request(RequestError::MethodNotAllowed) => Outcome::MethodNotAllowed,
+            Self::Request(RequestError::UnknownTenant) => Outcome::UnknownTenant,
             Self::Request(RequestError::PayloadTooLarge)
             | Self::Upstream(UpstreamError::BodyTooLarge) => Outcome::PayloadTooLarge,
             Self::Upstream(UpstreamError::Unavailable(_)) => Outcome::UpstreamUnavailable,
@@ -104,6 +107,9 @@ impl ProxyError {
                 None,
                 "token verification is temporarily unavailable",
             ),
+            Self::Request(RequestError::UnknownTenant) => {
+                (StatusCode::NOT_FOUND, None, "no tenant serves this path")
+            }
             Self::Request(RequestError::InvalidBulk) => (
                 StatusCode::BAD_REQUEST,
                 None,

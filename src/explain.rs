@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use crate::auth::jwks::Jwks;
 use crate::auth::verify::{ClaimChecks, inspect_header, now};
 use crate::auth::{AuthError, bearer, policy};
-use crate::config::{Config, Rule};
+use crate::config::{Config, Rule, Tenant};
 use crate::metrics::Metrics;
 
 /// The whole trace, printed as a table or as JSON.
@@ -40,17 +40,27 @@ pub struct Step {
 
 /// Explains `token` against the config at `path`. `Err` only for problems with the config or
 /// the runtime; a denied token is an `Ok` explanation with `allowed == false`.
-pub async fn explain(path: Option<&Path>, token: &str) -> anyhow::Result<Explanation> {
+pub async fn explain(
+    path: Option<&Path>,
+    tenant: Option<&str>,
+    token: &str,
+) -> anyhow::Result<Explanation> {
     let config = Config::load(path)?;
+    let names: Vec<&str> = config.tenants.iter().map(|t| t.name.as_str()).collect();
+    let tenant = match tenant {
+        None => config.tenants.first(),
+        Some(name) => config.tenants.iter().find(|t| t.name == name),
+    }
+    .ok_or_else(|| anyhow::anyhow!("no such tenant (known: {})", names.join(", ")))?;
     let metrics = std::sync::Arc::new(Metrics::new()?);
-    let url = crate::auth::discovery::jwks_url(&config.jwt).await?;
-    let jwks = Jwks::new(&config.jwt, url, metrics)?;
+    let url = crate::auth::discovery::jwks_url(&tenant.jwt).await?;
+    let jwks = Jwks::new(&tenant.jwt, url, metrics)?;
     let mut x = Explanation::new(token);
-    let _ = trace(&config, &jwks, token, &mut x).await;
+    let _ = trace(tenant, &jwks, token, &mut x).await;
     Ok(x)
 }
 
-async fn trace(config: &Config, jwks: &Jwks, token: &str, x: &mut Explanation) -> Result<(), ()> {
+async fn trace(config: &Tenant, jwks: &Jwks, token: &str, x: &mut Explanation) -> Result<(), ()> {
     let mut headers = HeaderMap::new();
     let value = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|_| x.fail("bearer token", "not a valid header value"))?;
@@ -106,7 +116,7 @@ async fn trace(config: &Config, jwks: &Jwks, token: &str, x: &mut Explanation) -
     decide(config, &claims, x)
 }
 
-fn decide(config: &Config, claims: &Map<String, Value>, x: &mut Explanation) -> Result<(), ()> {
+fn decide(config: &Tenant, claims: &Map<String, Value>, x: &mut Explanation) -> Result<(), ()> {
     for rule in &config.rules {
         let seen = policy::claim_value(claims, rule).map_or("absent".to_owned(), Value::to_string);
         let detail = format!(
@@ -152,7 +162,7 @@ fn operator(rule: &Rule) -> &'static str {
     }
 }
 
-fn describe_claim_checks(config: &Config) -> String {
+fn describe_claim_checks(config: &Tenant) -> String {
     let mut done = vec!["signature", "exp", "nbf", "iat", "max lifetime"];
     if config.jwt.issuer.is_some() {
         done.push("iss");

@@ -19,8 +19,9 @@ fn main() -> ExitCode {
         Command::Explain {
             config,
             json,
+            tenant,
             token,
-        } => return explain(config.as_deref(), json, token),
+        } => return explain(config.as_deref(), json, tenant.as_deref(), token),
         Command::Demo => runtime().and_then(|rt| rt.block_on(scimgate::demo::run())),
     };
     match result {
@@ -78,7 +79,12 @@ fn check(path: Option<&std::path::Path>, strict: bool) -> ExitCode {
 }
 
 /// Exit 0 allowed, 1 denied, 2 when the question could not be answered (config, I/O).
-fn explain(path: Option<&std::path::Path>, json: bool, token: Option<String>) -> ExitCode {
+fn explain(
+    path: Option<&std::path::Path>,
+    json: bool,
+    tenant: Option<&str>,
+    token: Option<String>,
+) -> ExitCode {
     let token = match token.filter(|t| t != "-") {
         Some(t) => t,
         None => {
@@ -90,7 +96,8 @@ fn explain(path: Option<&std::path::Path>, json: bool, token: Option<String>) ->
             buf.trim().to_owned()
         }
     };
-    let result = runtime().and_then(|rt| rt.block_on(scimgate::explain::explain(path, &token)));
+    let result =
+        runtime().and_then(|rt| rt.block_on(scimgate::explain::explain(path, tenant, &token)));
     match result {
         Ok(x) => {
             if json {

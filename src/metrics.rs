@@ -15,6 +15,7 @@ pub enum Outcome {
     Forbidden,
     BadRequest,
     MethodNotAllowed,
+    UnknownTenant,
     PayloadTooLarge,
     RequestTimeout,
     JwksUnavailable,
@@ -63,13 +64,14 @@ pub struct Metrics {
 
 impl Outcome {
     /// Every outcome, in declaration order (the index of each in per-outcome arrays).
-    pub const ALL: [Outcome; 12] = [
+    pub const ALL: [Outcome; 13] = [
         Self::Forwarded,
         Self::MissingToken,
         Self::InvalidToken,
         Self::Forbidden,
         Self::BadRequest,
         Self::MethodNotAllowed,
+        Self::UnknownTenant,
         Self::PayloadTooLarge,
         Self::RequestTimeout,
         Self::JwksUnavailable,
@@ -86,6 +88,7 @@ impl Outcome {
             Self::Forbidden => "forbidden",
             Self::BadRequest => "bad_request",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::UnknownTenant => "unknown_tenant",
             Self::PayloadTooLarge => "payload_too_large",
             Self::RequestTimeout => "request_timeout",
             Self::JwksUnavailable => "jwks_unavailable",

@@ -11,10 +11,11 @@ use hyper::body::Incoming;
 
 use crate::auth::{AuthError, bearer, policy};
 use crate::config::Rule;
+use crate::config::{PrefixMatch, Tenant};
 use crate::error::{ProxyError, RequestError};
 use crate::headers::{self, Forwarding};
 use crate::metrics::{Decision, Metrics, Outcome};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, TenantRuntime};
 use crate::scim::{self, Operation, Resource};
 use crate::telemetry::AccessRecord;
 use crate::upstream::{BoxError, ProxyBody, UpstreamError};
@@ -52,7 +53,7 @@ impl Proxy {
 
     /// Ready when the current generation's signing keys are loaded and fresh.
     pub fn is_ready(&self) -> bool {
-        self.runtime.load().jwks.is_ready()
+        self.runtime.load().is_ready()
     }
 
     /// Runs one request through the pipeline and always produces a response (step 6 here:
@@ -92,10 +93,17 @@ impl Proxy {
         request_id: &HeaderValue,
         record: &mut AccessRecord,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let target = check_request(rt, &req)?;
+        let route = rt
+            .route(req.uri().path())
+            .ok_or(RequestError::UnknownTenant)?;
+        let (tenant, trt) = (route.tenant, route.runtime);
+        let target = check_request(rt, trt, &req, &route.matched)?;
+        let request = scim::classify(req.method(), route.matched.rest);
         let (mut parts, body) = req.into_parts();
-        let request = scim::classify(&parts.method, parts.uri.path());
-        let (account, body) = match self.authorize(rt, &parts, &request, body, record).await {
+        let (account, body) = match self
+            .authorize(rt, tenant, trt, &parts, &request, body, record)
+            .await
+        {
             Ok((rule, body)) => {
                 self.metrics.auth_decision(Decision::Allow, "ok");
                 self.metrics.rule_match(&rule.name);
@@ -117,7 +125,7 @@ impl Proxy {
         rt.header_policy.strip_request(&mut parts.headers);
         headers::set_upstream_headers(&mut parts.headers, &account, &forwarding);
         parts.uri = target;
-        let (mut response, upstream_seconds) = rt
+        let (mut response, upstream_seconds) = trt
             .upstream
             .forward(Request::from_parts(parts, body))
             .await?;
@@ -136,16 +144,19 @@ impl Proxy {
 
     /// Steps 1–3: bearer token, verification, rule. The body is only read for `/Bulk` (after the
     /// token verified), whose operations each need permission; otherwise it streams untouched.
+    #[allow(clippy::too_many_arguments)]
     async fn authorize<'rt>(
         &self,
         rt: &'rt Runtime,
+        tenant: &'rt Tenant,
+        trt: &'rt TenantRuntime,
         parts: &http::request::Parts,
         request: &scim::Classified,
         body: Incoming,
         record: &mut AccessRecord,
     ) -> Result<(&'rt Rule, ProxyBody), Refused> {
         let token = bearer::bearer_token(&parts.headers)?;
-        let verified = rt.verifier.verify(token).await?;
+        let verified = trt.verifier.verify(token).await?;
         record.identify(&verified, token);
         let limit = usize::try_from(rt.config.server.max_body_bytes).unwrap_or(usize::MAX);
         let (body, bulk) = if request.operation == Operation::Bulk {
@@ -169,7 +180,7 @@ impl Proxy {
                 Vec::new(),
             )
         };
-        let rule = policy::authorize(&rt.config.rules, &verified.claims, request, &bulk)?;
+        let rule = policy::authorize(&tenant.rules, &verified.claims, request, &bulk)?;
         record.allow(&rule.name, &rule.account.name);
         Ok((rule, body))
     }
@@ -212,8 +223,14 @@ impl From<RequestError> for Refused {
     }
 }
 
-/// Refusals that need no token: tunnels, bad targets, declared bodies over the limit.
-fn check_request(rt: &Runtime, req: &Request<Incoming>) -> Result<http::Uri, RequestError> {
+/// Refusals that need no token: tunnels, bad targets, declared bodies over the limit. Returns
+/// the upstream URI: the tenant's base with its `{account}` filled in, plus the rest of the path.
+fn check_request(
+    rt: &Runtime,
+    trt: &TenantRuntime,
+    req: &Request<Incoming>,
+    matched: &PrefixMatch<'_>,
+) -> Result<http::Uri, RequestError> {
     if req.method() == Method::CONNECT || req.method() == Method::TRACE {
         return Err(RequestError::MethodNotAllowed);
     }
@@ -225,5 +242,7 @@ fn check_request(rt: &Runtime, req: &Request<Incoming>) -> Result<http::Uri, Req
     if declared.is_some_and(|len| len > rt.config.server.max_body_bytes) {
         return Err(RequestError::PayloadTooLarge);
     }
-    rt.upstream.target(req.uri()).ok_or(RequestError::BadTarget)
+    trt.upstream
+        .target(matched.rest, req.uri().query(), matched.account)
+        .ok_or(RequestError::BadTarget)
 }

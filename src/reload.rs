@@ -48,7 +48,7 @@ pub async fn watch(app: Arc<App>) {
 /// A digest of every file the config depends on (not a security measure: change detection only).
 pub fn fingerprint(source: Option<&std::path::Path>, config: &Config) -> u64 {
     let mut files: Vec<PathBuf> = source.map(|p| vec![p.to_path_buf()]).unwrap_or_default();
-    for account in &config.service_accounts {
+    for account in config.tenants.iter().flat_map(|t| &t.service_accounts) {
         if let SecretSource::File(path) = &account.source {
             files.push(path.clone());
         }

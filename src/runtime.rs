@@ -5,9 +5,11 @@
 
 use std::sync::Arc;
 
+use http::Uri;
+
 use crate::auth::jwks::Jwks;
 use crate::auth::verify::Verifier;
-use crate::config::{Config, JwtConfig};
+use crate::config::{Config, JwtConfig, PrefixMatch, Tenant};
 use crate::headers::HeaderPolicy;
 use crate::metrics::Metrics;
 use crate::tls::TlsError;
@@ -16,47 +18,101 @@ use crate::upstream::Upstream;
 /// The immutable per-generation state the pipeline reads.
 pub struct Runtime {
     pub config: Arc<Config>,
-    pub jwks: Arc<Jwks>,
-    pub verifier: Verifier,
-    pub upstream: Arc<Upstream>,
+    /// Parallel to `config.tenants`.
+    pub tenants: Vec<TenantRuntime>,
+    /// Strips every tenant's credential headers: a caller must not send any account's key.
     pub header_policy: HeaderPolicy,
-    /// Increases with every applied config; part of the token-cache key.
+    /// Increases with every applied config.
     pub generation: u64,
 }
 
+/// What one tenant needs at request time.
+pub struct TenantRuntime {
+    pub jwks: Arc<Jwks>,
+    /// Owns the tenant's validated-token cache, so a token cached for one tenant is never
+    /// a hit for another.
+    pub verifier: Verifier,
+    pub upstream: Arc<Upstream>,
+}
+
+/// A request routed to its tenant.
+pub struct Route<'r, 'p> {
+    pub tenant: &'r Tenant,
+    pub runtime: &'r TenantRuntime,
+    pub matched: PrefixMatch<'p>,
+}
+
 impl Runtime {
-    /// Builds a generation, reusing the previous one's JWKS cache and upstream client when their
-    /// settings did not change (keys stay loaded, pooled connections stay warm).
+    /// Builds a generation. `jwks_urls` are the resolved key locations, one per tenant. A
+    /// tenant's JWKS cache and upstream client are reused from the previous generation (same
+    /// tenant name, unchanged settings), so keys stay loaded and pooled connections stay warm.
     pub fn build(
         config: Config,
-        jwks_url: http::Uri,
+        jwks_urls: Vec<Uri>,
         previous: Option<&Runtime>,
         metrics: &Arc<Metrics>,
         generation: u64,
     ) -> Result<Self, TlsError> {
-        let jwks = match previous {
-            Some(prev)
-                if prev.jwks.url() == &jwks_url
-                    && same_key_source(&prev.config.jwt, &config.jwt) =>
-            {
-                Arc::clone(&prev.jwks)
-            }
-            _ => Arc::new(Jwks::new(&config.jwt, jwks_url, Arc::clone(metrics))?),
-        };
-        let upstream = match previous {
-            Some(prev) if prev.config.upstream == config.upstream => Arc::clone(&prev.upstream),
-            _ => Arc::new(Upstream::new(&config.upstream)?),
-        };
-        let verifier = Verifier::new(&config.jwt, Arc::clone(&jwks), Arc::clone(metrics));
-        let header_policy = HeaderPolicy::new(config.service_accounts.iter().map(AsRef::as_ref));
+        let mut tenants = Vec::with_capacity(config.tenants.len());
+        for (tenant, url) in config.tenants.iter().zip(jwks_urls) {
+            let prev = previous.and_then(|p| p.find(&tenant.name));
+            let jwks = match prev {
+                Some((t, rt)) if rt.jwks.url() == &url && same_key_source(&t.jwt, &tenant.jwt) => {
+                    Arc::clone(&rt.jwks)
+                }
+                _ => Arc::new(Jwks::new(&tenant.jwt, url, Arc::clone(metrics))?),
+            };
+            let upstream = match prev {
+                Some((t, rt)) if t.upstream == tenant.upstream => Arc::clone(&rt.upstream),
+                _ => Arc::new(Upstream::new(&tenant.upstream)?),
+            };
+            let verifier = Verifier::new(&tenant.jwt, Arc::clone(&jwks), Arc::clone(metrics));
+            tenants.push(TenantRuntime {
+                jwks,
+                verifier,
+                upstream,
+            });
+        }
+        let accounts = config
+            .tenants
+            .iter()
+            .flat_map(|t| t.service_accounts.iter().map(AsRef::as_ref));
+        let header_policy = HeaderPolicy::new(accounts);
         Ok(Self {
             config: Arc::new(config),
-            jwks,
-            verifier,
-            upstream,
+            tenants,
             header_policy,
             generation,
         })
+    }
+
+    /// The first tenant whose prefix matches the path.
+    pub fn route<'p>(&self, path: &'p str) -> Option<Route<'_, 'p>> {
+        self.config
+            .tenants
+            .iter()
+            .zip(&self.tenants)
+            .find_map(|(tenant, runtime)| {
+                let matched = tenant.prefix.matches(path)?;
+                Some(Route {
+                    tenant,
+                    runtime,
+                    matched,
+                })
+            })
+    }
+
+    /// Every tenant's signing keys are loaded and fresh.
+    pub fn is_ready(&self) -> bool {
+        self.tenants.iter().all(|t| t.jwks.is_ready())
+    }
+
+    fn find(&self, name: &str) -> Option<(&Tenant, &TenantRuntime)> {
+        self.config
+            .tenants
+            .iter()
+            .zip(&self.tenants)
+            .find(|(t, _)| t.name == name)
     }
 }
 

@@ -61,9 +61,9 @@ impl Upstream {
         })
     }
 
-    /// The upstream URI for a caller's request target: base path + path, query kept.
-    pub fn target(&self, caller: &Uri) -> Option<Uri> {
-        target_uri(&self.config, caller)
+    /// The upstream URI for a caller's path (after the tenant prefix) and query.
+    pub fn target(&self, path: &str, query: Option<&str>, account: Option<&str>) -> Option<Uri> {
+        target_uri(&self.config, path, query, account)
     }
 
     /// Sends the request; returns the response head with a streaming body.
@@ -80,16 +80,30 @@ impl Upstream {
     }
 }
 
-/// Joins the configured base with the caller's origin-form target. `None` unless the caller's
-/// path starts with `/` (absolute-form authorities are ignored; `*` and CONNECT targets refused).
-pub fn target_uri(config: &UpstreamConfig, caller: &Uri) -> Option<Uri> {
-    let path = caller.path();
-    if !path.starts_with('/') {
+/// Joins the configured base (with `{account}` filled in) and the caller's path and query. `None`
+/// unless the path is empty or starts with `/` (`*` and CONNECT targets are refused); the
+/// authority is always the configured one, whatever the caller's request-target said.
+pub fn target_uri(
+    config: &UpstreamConfig,
+    path: &str,
+    query: Option<&str>,
+    account: Option<&str>,
+) -> Option<Uri> {
+    if !path.is_empty() && !path.starts_with('/') {
         return None;
     }
-    let joined = match caller.query() {
-        Some(q) => format!("{}{path}?{q}", config.base_path),
-        None => format!("{}{path}", config.base_path),
+    let base = match account {
+        Some(account) => config.base_path.replace("{account}", account),
+        None => config.base_path.clone(),
+    };
+    let base = if base.is_empty() && path.is_empty() {
+        "/"
+    } else {
+        &base
+    };
+    let joined = match query {
+        Some(q) => format!("{base}{path}?{q}"),
+        None => format!("{base}{path}"),
     };
     let path_and_query = PathAndQuery::try_from(joined).ok()?;
     Uri::builder()
@@ -139,7 +153,10 @@ mod tests {
     #[test]
     fn joins_base_path_and_keeps_authority() {
         let c = config("https://scim.internal/api/scim/v2/");
-        let t = |s: &str| target_uri(&c, &s.parse().unwrap()).map(|u| u.to_string());
+        let t = |s: &str| {
+            let uri: Uri = s.parse().unwrap();
+            target_uri(&c, uri.path(), uri.query(), None).map(|u| u.to_string())
+        };
         assert_eq!(
             t("/Users?filter=x").as_deref(),
             Some("https://scim.internal/api/scim/v2/Users?filter=x")
@@ -159,10 +176,17 @@ mod tests {
         assert_eq!(t("*"), None);
         let root = config("http://127.0.0.1:9000");
         assert_eq!(
-            target_uri(&root, &"/v2/Users".parse().unwrap())
+            target_uri(&root, "/v2/Users", None, None)
                 .unwrap()
                 .to_string(),
             "http://127.0.0.1:9000/v2/Users"
+        );
+        let mut harness = config("https://app.harness.io/gateway/ng/api/scim/account/x");
+        harness.base_path = "/gateway/ng/api/scim/account/{account}".into();
+        let t = target_uri(&harness, "/Users", Some("count=1"), Some("acme_1")).unwrap();
+        assert_eq!(
+            t.to_string(),
+            "https://app.harness.io/gateway/ng/api/scim/account/acme_1/Users?count=1"
         );
     }
 }

@@ -19,6 +19,19 @@ pub struct RawConfig {
     pub jwt: RawJwt,
     pub rules: Vec<RawRule>,
     pub service_accounts: BTreeMap<String, RawServiceAccount>,
+    pub tenants: Vec<RawTenant>,
+}
+
+/// One `[[tenants]]` entry: a path prefix with its own upstream, issuer, rules and accounts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawTenant {
+    pub name: Option<String>,
+    pub path_prefix: Option<String>,
+    pub upstream: RawUpstream,
+    pub jwt: RawJwt,
+    pub rules: Vec<RawRule>,
+    pub service_accounts: BTreeMap<String, RawServiceAccount>,
 }
 
 /// `[server]`: the proxy listener.

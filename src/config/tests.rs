@@ -50,14 +50,14 @@ fn minimal_config_gets_design_defaults() {
     assert_eq!(config.server.listen.to_string(), "0.0.0.0:8080");
     assert_eq!(config.admin.listen.to_string(), "0.0.0.0:9090");
     assert_eq!(config.server.max_body_bytes, 10 * 1024 * 1024);
-    assert_eq!(config.jwt.leeway, Duration::from_secs(30));
+    assert_eq!(config.tenants[0].jwt.leeway, Duration::from_secs(30));
     assert_eq!(
-        config.jwt.algorithms,
+        config.tenants[0].jwt.algorithms,
         vec![Algorithm::RS256, Algorithm::ES256]
     );
-    assert_eq!(config.jwt.audience, vec!["scimgate".to_owned()]);
-    assert_eq!(config.upstream.base_path, "/scim/v2");
-    let sa = &config.rules[0].account;
+    assert_eq!(config.tenants[0].jwt.audience, vec!["scimgate".to_owned()]);
+    assert_eq!(config.tenants[0].upstream.base_path, "/scim/v2");
+    let sa = &config.tenants[0].rules[0].account;
     assert_eq!(sa.value, "Bearer SENTINEL");
     assert!(sa.value.is_sensitive());
     assert!(
@@ -164,7 +164,7 @@ fn env_overrides_file_and_loads_env_secrets() {
         jail.clear_env();
         jail.set_env("SCIMGATE_JWT__LEEWAY", "1m");
         let config = Config::load(Some(&path)).unwrap();
-        assert_eq!(config.jwt.leeway, Duration::from_secs(60));
+        assert_eq!(config.tenants[0].jwt.leeway, Duration::from_secs(60));
         Ok(())
     });
 }
@@ -256,4 +256,127 @@ fn variables_without_a_section_separator_are_not_overrides() {
         );
         Ok(())
     });
+}
+
+fn tenants_config(key: &str) -> String {
+    format!(
+        r#"
+[[tenants]]
+name = "harness"
+path_prefix = "/ng/api/scim/account/{{account}}"
+upstream.url = "https://app.harness.io/gateway/ng/api/scim/account/{{account}}"
+jwt.jwks_url = "https://idp-a.example.com/keys"
+jwt.issuer = "https://idp-a.example.com"
+[[tenants.rules]]
+name = "a"
+claim = "groups"
+value = "scim"
+service_account = "a"
+[tenants.service_accounts.a]
+api_key_file = "{key}"
+
+[[tenants]]
+name = "other"
+path_prefix = "/other"
+upstream.url = "http://127.0.0.1:9000/scim"
+jwt.jwks_url = "https://idp-b.example.com/keys"
+[[tenants.rules]]
+name = "b"
+claim = "roles"
+value = "scim"
+service_account = "b"
+[tenants.service_accounts.b]
+header = "x-api-key"
+api_key_file = "{key}"
+"#
+    )
+}
+
+#[test]
+fn tenants_route_by_prefix_and_capture_the_account() {
+    let dir = std::env::temp_dir().join(format!("scimgate-cfg-{}-e", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = Config::from_toml(&tenants_config(&key_file(&dir, "k"))).unwrap();
+    assert_eq!(config.tenants.len(), 2);
+    let harness = &config.tenants[0];
+    let m = harness
+        .prefix
+        .matches("/ng/api/scim/account/acme-1/Users/7")
+        .unwrap();
+    assert_eq!((m.account, m.rest), (Some("acme-1"), "/Users/7"));
+    assert_eq!(
+        harness.upstream.base_path,
+        "/gateway/ng/api/scim/account/{account}"
+    );
+    assert!(
+        harness
+            .prefix
+            .matches("/ng/api/scim/account/../Users")
+            .is_none()
+    );
+    assert!(
+        harness
+            .prefix
+            .matches("/ng/api/scim/accountx/a/Users")
+            .is_none()
+    );
+    assert!(
+        harness
+            .prefix
+            .matches("/ng/api/scim/account/a%2fb/Users")
+            .is_none()
+    );
+    let other = &config.tenants[1];
+    assert_eq!(other.prefix.matches("/other/Users").unwrap().rest, "/Users");
+    assert!(other.prefix.matches("/otherwise/Users").is_none());
+    assert!(config.summary().contains("tenant \"other\" at /other"));
+}
+
+#[test]
+fn tenant_problems_carry_the_tenant_path() {
+    let dir = std::env::temp_dir().join(format!("scimgate-cfg-{}-f", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = tenants_config(&key_file(&dir, "k"))
+        .replace("path_prefix = \"/other\"", "path_prefix = \"/other/\"")
+        .replace("service_account = \"b\"", "service_account = \"zz\"")
+        + "\n[upstream]\nurl = \"http://127.0.0.1:1\"\n";
+    let found = problems(&text);
+    for expected in [
+        "upstream.url: not allowed at the top level",
+        "tenants[1].path_prefix: \"/other/\" must start with / and not end with /",
+        "tenants[1].rules[0].service_account: no service account \"zz\" (known: b)",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "missing {expected:?} in {found:#?}"
+        );
+    }
+    let no_placeholder = tenants_config(&key_file(&dir, "k")).replace(
+        "/ng/api/scim/account/{account}\"\nupstream",
+        "/ng\"\nupstream",
+    );
+    assert!(
+        problems(&no_placeholder)
+            .iter()
+            .any(|p| p.starts_with("tenants[0].upstream.url: uses {account}"))
+    );
+}
+
+#[test]
+fn overlapping_tenant_prefixes_warn() {
+    let dir = std::env::temp_dir().join(format!("scimgate-cfg-{}-g", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = tenants_config(&key_file(&dir, "k")).replace(
+        "path_prefix = \"/other\"",
+        "path_prefix = \"/ng/api/scim/account/x\"",
+    );
+    let config = Config::from_toml(&text).unwrap();
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("overlaps tenants[0]")),
+        "{:?}",
+        config.warnings
+    );
 }

@@ -1,5 +1,6 @@
 //! RawConfig → Config: every check on the config, each failure recorded with its key path.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,13 +8,20 @@ use std::time::Duration;
 use http::Uri;
 use jsonwebtoken::Algorithm;
 
-use super::raw::{OneOrMany, RawAdmin, RawConfig, RawJwt, RawLog, RawServer, RawUpstream};
+use super::raw::{
+    OneOrMany, RawAdmin, RawConfig, RawJwt, RawLog, RawRule, RawServer, RawServiceAccount,
+    RawUpstream,
+};
 use super::{
-    AdminConfig, Config, ConfigError, JwtConfig, LogConfig, LogFormat, Problem, Secrets,
-    ServerConfig, TlsFiles, UpstreamConfig,
+    AdminConfig, Config, ConfigError, JwtConfig, LogConfig, LogFormat, PathPrefix, PrefixSegment,
+    Problem, Secrets, ServerConfig, Tenant, TlsFiles, UpstreamConfig,
 };
 
 mod rules;
+mod tenant;
+
+/// The placeholder a tenant prefix captures and an upstream URL path may use.
+pub(super) const ACCOUNT: &str = "{account}";
 
 /// RFC 7519 §4.1.4 allows "a few minutes" of leeway; more than this hides clock problems.
 const MAX_LEEWAY: Duration = Duration::from_secs(300);
@@ -23,12 +31,23 @@ pub(super) struct Checker {
     pub(super) problems: Vec<Problem>,
     pub(super) warnings: Vec<String>,
     pub(super) secrets: Secrets,
+    /// Prepended to every key path (`tenants[1].`) while a tenant is checked.
+    pub(super) prefix: String,
 }
 
 impl Checker {
+    pub(super) fn warn(&mut self, message: impl Into<String>) {
+        let message = message.into();
+        let message = match self.prefix.strip_suffix('.') {
+            Some(tenant) => format!("{tenant}: {message}"),
+            None => message,
+        };
+        self.warnings.push(message);
+    }
+
     pub(super) fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
-            path: path.into(),
+            path: format!("{}{}", self.prefix, path.into()),
             message: message.into(),
         });
     }
@@ -79,31 +98,79 @@ pub(super) fn validate(raw: RawConfig, secrets: Secrets) -> Result<Config, Confi
         problems: Vec::new(),
         warnings: Vec::new(),
         secrets,
+        prefix: String::new(),
     };
     let server = server(&mut c, &raw.server);
     let admin = admin(&mut c, &raw.admin, &server);
     let log = log(&mut c, &raw.log);
-    let upstream = upstream(&mut c, &raw.upstream);
-    let jwt = jwt(&mut c, &raw.jwt);
-    let accounts = rules::service_accounts(&mut c, &raw.service_accounts);
-    let rules = rules::rules(&mut c, &raw.rules, &accounts);
-    rules::lint_shadowed_rules(&mut c, &rules);
-    match (upstream, jwt) {
-        (Some(upstream), Some(jwt)) if c.problems.is_empty() => Ok(Config {
+    let tenants = if raw.tenants.is_empty() {
+        let sections = Sections {
+            upstream: &raw.upstream,
+            jwt: &raw.jwt,
+            rules: &raw.rules,
+            accounts: &raw.service_accounts,
+        };
+        tenant(&mut c, "default".into(), PathPrefix::default(), &sections)
+            .into_iter()
+            .collect()
+    } else {
+        tenant::reject_top_level(&mut c, &raw);
+        let mut out = Vec::new();
+        for (i, t) in raw.tenants.iter().enumerate() {
+            c.prefix = format!("tenants[{i}].");
+            let prefix = tenant::path_prefix(&mut c, t.path_prefix.as_deref());
+            let name = t.name.clone().unwrap_or_else(|| format!("tenants[{i}]"));
+            let sections = Sections {
+                upstream: &t.upstream,
+                jwt: &t.jwt,
+                rules: &t.rules,
+                accounts: &t.service_accounts,
+            };
+            out.extend(tenant(&mut c, name, prefix, &sections));
+        }
+        c.prefix.clear();
+        tenant::lint(&mut c, &out);
+        out
+    };
+    if c.problems.is_empty() {
+        Ok(Config {
             server,
             admin,
             log,
             worker_threads: raw.runtime.worker_threads.filter(|&n| n > 0),
-            upstream,
-            jwt,
-            rules,
-            service_accounts: accounts.into_values().collect(),
+            tenants,
             warnings: c.warnings,
-        }),
-        _ => Err(ConfigError {
+        })
+    } else {
+        Err(ConfigError {
             problems: c.problems,
-        }),
+        })
     }
+}
+
+/// The sections that make up one tenant, at the top level or inside `[[tenants]]`.
+struct Sections<'r> {
+    upstream: &'r RawUpstream,
+    jwt: &'r RawJwt,
+    rules: &'r [RawRule],
+    accounts: &'r BTreeMap<String, RawServiceAccount>,
+}
+
+fn tenant(c: &mut Checker, name: String, prefix: PathPrefix, raw: &Sections<'_>) -> Option<Tenant> {
+    let placeholder = prefix.segments.contains(&PrefixSegment::Account);
+    let upstream = upstream(c, raw.upstream, placeholder);
+    let jwt = jwt(c, raw.jwt);
+    let accounts = rules::service_accounts(c, raw.accounts);
+    let rules = rules::rules(c, raw.rules, &accounts);
+    rules::lint_shadowed_rules(c, &rules);
+    Some(Tenant {
+        name,
+        prefix,
+        upstream: upstream?,
+        jwt: jwt?,
+        rules,
+        service_accounts: accounts.into_values().collect(),
+    })
 }
 
 fn server(c: &mut Checker, raw: &RawServer) -> ServerConfig {
@@ -175,7 +242,8 @@ fn log(c: &mut Checker, raw: &RawLog) -> LogConfig {
     }
 }
 
-fn upstream(c: &mut Checker, raw: &RawUpstream) -> Option<UpstreamConfig> {
+/// `placeholder`: the tenant's prefix captures `{account}`, which the URL's path may use.
+fn upstream(c: &mut Checker, raw: &RawUpstream, placeholder: bool) -> Option<UpstreamConfig> {
     let connect_timeout = c.positive_duration("upstream.connect_timeout", &raw.connect_timeout);
     let timeout = c.positive_duration("upstream.timeout", &raw.timeout);
     let ca_file = c.existing_file("upstream.ca_file", raw.ca_file.as_ref());
@@ -183,15 +251,27 @@ fn upstream(c: &mut Checker, raw: &RawUpstream) -> Option<UpstreamConfig> {
         c.problem("upstream.url", "required: the SCIM backend's base URL");
         return None;
     };
-    let url = base_url(c, "upstream.url", text)?;
+    const PROBE: &str = "scimgate-account-placeholder";
+    if text.contains(ACCOUNT) && !placeholder {
+        c.problem(
+            "upstream.url",
+            "uses {account} but the tenant's path_prefix has no {account}",
+        );
+        return None;
+    }
+    let url = base_url(c, "upstream.url", &text.replace(ACCOUNT, PROBE))?;
     let (scheme, authority) = (url.scheme()?.clone(), url.authority()?.clone());
+    if authority.as_str().contains(PROBE) {
+        c.problem("upstream.url", "{account} may only appear in the path");
+        return None;
+    }
     if scheme == http::uri::Scheme::HTTP && !is_loopback(authority.host()) {
-        c.warnings.push(format!(
+        c.warn(format!(
             "upstream.url uses plain http to {}: the API key crosses the network unencrypted",
             authority.host()
         ));
     }
-    let base_path = url.path().trim_end_matches('/').to_owned();
+    let base_path = url.path().trim_end_matches('/').replace(PROBE, ACCOUNT);
     Some(UpstreamConfig {
         url,
         scheme,
@@ -272,10 +352,7 @@ fn jwt(c: &mut Checker, raw: &RawJwt) -> Option<JwtConfig> {
         }
         Some(iss) => Some(iss.to_owned()),
         None => {
-            c.warnings.push(
-                "jwt.issuer is not set: tokens from any issuer whose keys are in the JWKS pass"
-                    .into(),
-            );
+            c.warn("jwt.issuer is not set: tokens from any issuer whose keys are in the JWKS pass");
             None
         }
     };
@@ -330,9 +407,7 @@ fn audience(c: &mut Checker, raw: Option<OneOrMany>) -> Vec<String> {
         Some(OneOrMany::Many(list)) => list,
     };
     if list.is_empty() {
-        c.warnings.push(
-            "jwt.audience is not set: tokens minted for any audience of this issuer pass".into(),
-        );
+        c.warn("jwt.audience is not set: tokens minted for any audience of this issuer pass");
     }
     for (i, a) in list.iter().enumerate() {
         if a.is_empty() {

@@ -44,7 +44,7 @@ pub(super) fn lint_shadowed_rules(c: &mut Checker, rules: &[Rule]) {
                 && earlier.permissions.covers(&later.permissions)
         });
         if let Some(earlier) = shadow {
-            c.warnings.push(format!(
+            c.warn(format!(
                 "rules[{j}] ({:?}) can never be chosen: rule {:?} before it has the same claim test and permits everything it does",
                 later.name, earlier.name
             ));
@@ -163,7 +163,7 @@ fn service_account(c: &mut Checker, name: &str, raw: &RawServiceAccount) -> Opti
             return None;
         }
         (Err(e), Secrets::Optional) => {
-            c.warnings.push(format!(
+            c.warn(format!(
                 "{key_path}: {e} (serve will refuse to start until it is readable)"
             ));
             Secret::new("unavailable")
@@ -198,7 +198,7 @@ fn warn_if_exposed(c: &mut Checker, source: &SecretSource) {
         && let Ok(meta) = std::fs::metadata(path)
         && meta.permissions().mode() & 0o007 != 0
     {
-        c.warnings.push(format!(
+        c.warn(format!(
             "key file {} is readable by other users",
             path.display()
         ));
@@ -257,8 +257,10 @@ pub(super) fn rules(
         let Some(account) = accounts.get(&r.service_account) else {
             // An account that failed its own checks is already reported; don't pile on.
             if !c.problems.iter().any(|p| {
-                p.path
-                    .starts_with(&format!("service_accounts.{}", r.service_account))
+                p.path.starts_with(&format!(
+                    "{}service_accounts.{}",
+                    c.prefix, r.service_account
+                ))
             }) {
                 let known: Vec<&str> = accounts.keys().map(String::as_str).collect();
                 c.problem(

@@ -1,0 +1,96 @@
+//! Validation of `[[tenants]]`: path prefixes, overlap, and what may stay at the top level.
+
+use super::{ACCOUNT, Checker};
+use crate::config::raw::RawConfig;
+use crate::config::{PathPrefix, PrefixSegment, Tenant};
+
+/// With `[[tenants]]`, tenant sections at the top level would be silently unused: refuse them.
+pub(super) fn reject_top_level(c: &mut Checker, raw: &RawConfig) {
+    let misplaced = [
+        ("upstream.url", raw.upstream.url.is_some()),
+        ("jwt.jwks_url", raw.jwt.jwks_url.is_some()),
+        ("jwt.issuer", raw.jwt.issuer.is_some()),
+        ("rules", !raw.rules.is_empty()),
+        ("service_accounts", !raw.service_accounts.is_empty()),
+    ];
+    for (key, present) in misplaced {
+        if present {
+            c.problem(
+                key,
+                "not allowed at the top level when [[tenants]] is used: move it into a tenant",
+            );
+        }
+    }
+}
+
+/// `/ng/api/scim/account/{account}`: absolute, no trailing slash, no empty, dot, encoded or
+/// parameter segments, at most one `{account}` (a whole segment).
+pub(super) fn path_prefix(c: &mut Checker, raw: Option<&str>) -> PathPrefix {
+    let Some(text) = raw else {
+        c.problem(
+            "path_prefix",
+            "required for every tenant, e.g. \"/tenant-a\" or \"/scim/{account}\"",
+        );
+        return PathPrefix::default();
+    };
+    if text == "/" {
+        return PathPrefix::default();
+    }
+    let Some(body) = text.strip_prefix('/').filter(|b| !b.ends_with('/')) else {
+        c.problem(
+            "path_prefix",
+            format!("{text:?} must start with / and not end with /"),
+        );
+        return PathPrefix::default();
+    };
+    let mut segments = Vec::new();
+    for segment in body.split('/') {
+        if segment == ACCOUNT {
+            segments.push(PrefixSegment::Account);
+        } else if segment.is_empty()
+            || segment == "."
+            || segment == ".."
+            || segment.contains(['{', '}', '%', ';', '?', '#'])
+        {
+            c.problem(
+                "path_prefix",
+                format!("{text:?}: segment {segment:?} is not allowed"),
+            );
+        } else {
+            segments.push(PrefixSegment::Literal(segment.to_owned()));
+        }
+    }
+    if segments
+        .iter()
+        .filter(|s| **s == PrefixSegment::Account)
+        .count()
+        > 1
+    {
+        c.problem("path_prefix", "at most one {account} placeholder");
+    }
+    PathPrefix { segments }
+}
+
+/// Tenant names must be unique; a prefix that an earlier tenant's prefix already covers can
+/// receive only some of its paths (the first matching prefix wins), which is worth a warning.
+pub(super) fn lint(c: &mut Checker, tenants: &[Tenant]) {
+    for (j, later) in tenants.iter().enumerate() {
+        if tenants[..j].iter().any(|t| t.name == later.name) {
+            c.problem(
+                format!("tenants[{j}].name"),
+                format!("duplicate tenant name {:?}", later.name),
+            );
+        }
+        let probe = later.prefix.to_string().replace(ACCOUNT, "probe-account");
+        if let Some((i, earlier)) = tenants[..j]
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.prefix.matches(&probe).is_some())
+        {
+            c.warn(format!(
+                "tenants[{j}] ({}) overlaps tenants[{i}] ({}): requests under {} go to tenants[{i}] first",
+                later.prefix, earlier.prefix, earlier.prefix
+            ));
+        }
+    }
+}
