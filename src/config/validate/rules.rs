@@ -53,42 +53,46 @@ pub(super) fn lint_shadowed_rules(c: &mut Checker, rules: &[Rule]) {
 }
 
 fn permissions(c: &mut Checker, path: &str, r: &RawRule) -> Permissions {
-    let operations = r.allow.as_ref().map(|names| {
-        names
-            .iter()
-            .enumerate()
-            .filter_map(|(i, n)| {
-                let op = Operation::from_name(n);
-                if op.is_none() {
-                    c.problem(
-                        format!("{path}.allow[{i}]"),
-                        format!("unknown operation {n:?} (known: {})", Operation::NAMES),
-                    );
-                }
-                op
-            })
-            .collect()
-    });
-    let resources = r.resource_types.as_ref().map(|names| {
-        names
-            .iter()
-            .enumerate()
-            .filter_map(|(i, n)| {
-                let resource = Resource::from_name(n);
-                if resource.is_none() {
-                    c.problem(
-                        format!("{path}.resource_types[{i}]"),
-                        format!("unknown resource type {n:?} (known: {})", Resource::NAMES),
-                    );
-                }
-                resource
-            })
-            .collect()
-    });
     Permissions {
-        operations,
-        resources,
+        operations: names(
+            c,
+            &format!("{path}.allow"),
+            r.allow.as_deref(),
+            "operation",
+            Operation::NAMES,
+            Operation::from_name,
+        ),
+        resources: names(
+            c,
+            &format!("{path}.resource_types"),
+            r.resource_types.as_deref(),
+            "resource type",
+            Resource::NAMES,
+            Resource::from_name,
+        ),
     }
+}
+
+/// Parses a list of names, reporting each unknown one with its index.
+fn names<T>(
+    c: &mut Checker,
+    path: &str,
+    raw: Option<&[String]>,
+    what: &str,
+    known: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Option<Vec<T>> {
+    let mut out = Vec::new();
+    for (i, name) in raw?.iter().enumerate() {
+        match parse(name) {
+            Some(value) => out.push(value),
+            None => c.problem(
+                format!("{path}[{i}]"),
+                format!("unknown {what} {name:?} (known: {known})"),
+            ),
+        }
+    }
+    Some(out)
 }
 
 pub(super) fn service_accounts(
