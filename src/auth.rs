@@ -9,7 +9,7 @@ pub mod discovery;
 pub mod fetch;
 pub mod jwks;
 pub mod policy;
-mod strict_json;
+pub(crate) mod strict_json;
 pub mod verify;
 
 /// Why a request was not authorized. Every variant is the client's fault except `KeysUnavailable`.

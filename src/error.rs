@@ -38,6 +38,10 @@ pub enum RequestError {
     InvalidBulk,
     #[error("no tenant's path_prefix matches the path")]
     UnknownTenant,
+    #[error(
+        "ambiguous path: dot or empty segments, encoded / or \\, ; parameters, or bad %-encoding"
+    )]
+    AmbiguousPath,
     #[error("method not allowed through the proxy")]
     MethodNotAllowed,
     #[error("request body larger than server.max_body_bytes")]
@@ -66,9 +70,9 @@ impl ProxyError {
                 Outcome::Forbidden
             }
             Self::Auth(AuthError::KeysUnavailable) => Outcome::JwksUnavailable,
-            Self::Request(RequestError::BadTarget | RequestError::InvalidBulk) => {
-                Outcome::BadRequest
-            }
+            Self::Request(
+                RequestError::BadTarget | RequestError::InvalidBulk | RequestError::AmbiguousPath,
+            ) => Outcome::BadRequest,
             Self::Request(RequestError::MethodNotAllowed) => Outcome::MethodNotAllowed,
             Self::Request(RequestError::UnknownTenant) => Outcome::UnknownTenant,
             Self::Request(RequestError::PayloadTooLarge)
@@ -106,6 +110,11 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 None,
                 "token verification is temporarily unavailable",
+            ),
+            Self::Request(RequestError::AmbiguousPath) => (
+                StatusCode::BAD_REQUEST,
+                None,
+                "ambiguous request path: dot or empty segments, encoded slashes or ; parameters are not forwarded",
             ),
             Self::Request(RequestError::UnknownTenant) => {
                 (StatusCode::NOT_FOUND, None, "no tenant serves this path")

@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderValue};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::auth::jwks::Jwks;
+use crate::auth::jwks::{Jwks, KeySet};
 use crate::auth::verify::{ClaimChecks, inspect_header, now};
 use crate::auth::{AuthError, bearer, policy};
 use crate::config::{Config, Rule, Tenant};
@@ -56,11 +56,22 @@ pub async fn explain(
     let url = crate::auth::discovery::jwks_url(&tenant.jwt).await?;
     let jwks = Jwks::new(&tenant.jwt, url, metrics)?;
     let mut x = Explanation::new(token);
-    let _ = trace(tenant, &jwks, token, &mut x).await;
+    // A JWKS that cannot be fetched is not a verdict on the token: exit 2, not "deny".
+    let keys = jwks
+        .refresh()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot load the JWKS from {}: {e}", jwks.url()))?;
+    let _ = trace(tenant, &jwks, &keys, token, &mut x);
     Ok(x)
 }
 
-async fn trace(config: &Tenant, jwks: &Jwks, token: &str, x: &mut Explanation) -> Result<(), ()> {
+fn trace(
+    config: &Tenant,
+    jwks: &Jwks,
+    keys: &KeySet,
+    token: &str,
+    x: &mut Explanation,
+) -> Result<(), ()> {
     let mut headers = HeaderMap::new();
     let value = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|_| x.fail("bearer token", "not a valid header value"))?;
@@ -83,10 +94,6 @@ async fn trace(config: &Tenant, jwks: &Jwks, token: &str, x: &mut Explanation) -
         ),
     );
 
-    let keys = jwks
-        .refresh()
-        .await
-        .map_err(|e| x.fail("JWKS", &e.to_string()))?;
     x.pass(
         "JWKS",
         format!("{} usable key(s) from {}", keys.keys.len(), jwks.url()),

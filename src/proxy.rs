@@ -97,6 +97,9 @@ impl Proxy {
             .route(req.uri().path())
             .ok_or(RequestError::UnknownTenant)?;
         let (tenant, trt) = (route.tenant, route.runtime);
+        if scim::is_ambiguous(route.matched.rest) {
+            return Err(RequestError::AmbiguousPath.into());
+        }
         let target = check_request(rt, trt, &req, &route.matched)?;
         let request = scim::classify(req.method(), route.matched.rest);
         let (mut parts, body) = req.into_parts();

@@ -1,5 +1,7 @@
 //! SCIM protocol pieces: request classification (RFC 7644 §3) and the error body (§3.12).
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::{Method, StatusCode};
 
@@ -155,22 +157,22 @@ impl Resource {
         }
     }
 
+    /// Endpoint names match case-insensitively: a backend that treats `/me` as `/Me` must not
+    /// get it past a rule that refuses `/Me`.
     fn resource_type(segment: &str) -> Option<Self> {
-        match segment {
-            "Users" => Some(Self::Users),
-            "Groups" => Some(Self::Groups),
-            "Me" => Some(Self::Me),
-            _ => None,
-        }
+        [Self::Users, Self::Groups, Self::Me]
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(segment))
     }
 
     fn discovery(segment: &str) -> Option<Self> {
-        match segment {
-            "ServiceProviderConfig" => Some(Self::ServiceProviderConfig),
-            "ResourceTypes" => Some(Self::ResourceTypes),
-            "Schemas" => Some(Self::Schemas),
-            _ => None,
-        }
+        [
+            Self::ServiceProviderConfig,
+            Self::ResourceTypes,
+            Self::Schemas,
+        ]
+        .into_iter()
+        .find(|r| r.as_str().eq_ignore_ascii_case(segment))
     }
 }
 
@@ -186,9 +188,9 @@ pub fn classify(method: &Method, path: &str) -> Classified {
     let Some(segments) = plain_segments(path) else {
         return other;
     };
-    let (last, before) = match segments.as_slice() {
-        [.., before, last] => (*last, Some(*before)),
-        [last] => (*last, None),
+    let (last, before): (&str, Option<&str>) = match segments.as_slice() {
+        [.., before, last] => (last, Some(before)),
+        [last] => (last, None),
         [] => return other,
     };
     let op = |operation: Operation, resource: Resource| Classified {
@@ -196,14 +198,15 @@ pub fn classify(method: &Method, path: &str) -> Classified {
         resource,
     };
     let m = method;
-    if last == ".search" {
-        let resource = match before {
+    let read = m == Method::GET || m == Method::HEAD;
+    if last.eq_ignore_ascii_case(".search") {
+        let resource = match before.map(|b| (b, Resource::resource_type(b))) {
             None => Resource::Root,
-            Some(b) => match Resource::resource_type(b) {
-                Some(r) => r,
-                None if b == "v2" || b == "scim" => Resource::Root,
-                None => return other,
-            },
+            Some((_, Some(r))) => r,
+            Some((b, None)) if b.eq_ignore_ascii_case("v2") || b.eq_ignore_ascii_case("scim") => {
+                Resource::Root
+            }
+            Some(_) => return other,
         };
         return if m == Method::POST {
             op(Operation::Search, resource)
@@ -211,31 +214,7 @@ pub fn classify(method: &Method, path: &str) -> Classified {
             other
         };
     }
-    if last == "Bulk" {
-        return if m == Method::POST {
-            op(Operation::Bulk, Resource::Bulk)
-        } else {
-            other
-        };
-    }
-    if let Some(d) = Resource::discovery(last).or_else(|| before.and_then(Resource::discovery)) {
-        return if m == Method::GET || m == Method::HEAD {
-            op(Operation::Read, d)
-        } else {
-            other
-        };
-    }
-    if let Some(r) = Resource::resource_type(last) {
-        let operation = match (m, &r) {
-            (&Method::GET | &Method::HEAD, _) => Operation::Read,
-            (&Method::POST, Resource::Users | Resource::Groups) => Operation::Create,
-            (&Method::PUT, Resource::Me) => Operation::Replace,
-            (&Method::PATCH, Resource::Me) => Operation::Patch,
-            (&Method::DELETE, Resource::Me) => Operation::Delete,
-            _ => Operation::Other,
-        };
-        return op(operation, r);
-    }
+    // `/Users/{id}`: whatever the id says, it is an item of that type (an id may be "Me").
     if let Some(r) = before
         .and_then(Resource::resource_type)
         .filter(|r| *r != Resource::Me)
@@ -245,6 +224,27 @@ pub fn classify(method: &Method, path: &str) -> Classified {
             Method::PUT => Operation::Replace,
             Method::PATCH => Operation::Patch,
             Method::DELETE => Operation::Delete,
+            _ => Operation::Other,
+        };
+        return op(operation, r);
+    }
+    if last.eq_ignore_ascii_case("Bulk") {
+        return if m == Method::POST {
+            op(Operation::Bulk, Resource::Bulk)
+        } else {
+            other
+        };
+    }
+    if let Some(d) = Resource::discovery(last).or_else(|| before.and_then(Resource::discovery)) {
+        return if read { op(Operation::Read, d) } else { other };
+    }
+    if let Some(r) = Resource::resource_type(last) {
+        let operation = match (m, &r) {
+            (&Method::GET | &Method::HEAD, _) => Operation::Read,
+            (&Method::POST, Resource::Users | Resource::Groups) => Operation::Create,
+            (&Method::PUT, Resource::Me) => Operation::Replace,
+            (&Method::PATCH, Resource::Me) => Operation::Patch,
+            (&Method::DELETE, Resource::Me) => Operation::Delete,
             _ => Operation::Other,
         };
         return op(operation, r);
@@ -283,7 +283,10 @@ pub struct InvalidBulk;
 /// The operations inside a BulkRequest body (RFC 7644 §3.7), each classified by its own method
 /// and path, so a rule's permissions apply to them as to separate requests.
 pub fn bulk_operations(body: &[u8]) -> Result<Vec<Classified>, InvalidBulk> {
-    let doc: serde_json::Value = serde_json::from_slice(body).map_err(|_| InvalidBulk)?;
+    // Duplicate members are refused: a first-wins backend would run an operation we never saw.
+    let doc = crate::auth::strict_json::parse_object(body)
+        .map(serde_json::Value::Object)
+        .ok_or(InvalidBulk)?;
     let ops = doc
         .get("Operations")
         .and_then(serde_json::Value::as_array)
@@ -305,18 +308,50 @@ pub fn bulk_operations(body: &[u8]) -> Result<Vec<Classified>, InvalidBulk> {
         .collect()
 }
 
-/// The path's segments, or `None` when it has a shape we refuse to interpret.
-fn plain_segments(path: &str) -> Option<Vec<&str>> {
+/// Whether the backend could resolve `path` to a different resource than the one classified:
+/// empty, `.` or `..` segments (raw or percent-encoded), an encoded `/` or `\`, `;` parameters,
+/// or broken percent-encoding. Such paths are refused before authentication (threats T27).
+pub fn is_ambiguous(path: &str) -> bool {
+    !(path.is_empty() || path == "/" || plain_segments(path).is_some())
+}
+
+/// The path's percent-decoded segments (a trailing `/` ignored), or `None` when the path has a
+/// shape we refuse to interpret.
+fn plain_segments(path: &str) -> Option<Vec<Cow<'_, str>>> {
     let trimmed = path.strip_prefix('/')?;
     let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
-    let segments: Vec<&str> = trimmed.split('/').collect();
-    let suspicious =
-        |s: &&str| s.is_empty() || *s == "." || *s == ".." || s.contains(';') || s.contains('%');
-    if segments.iter().any(suspicious) {
-        None
-    } else {
-        Some(segments)
+    trimmed
+        .split('/')
+        .map(|raw| {
+            let decoded = percent_decode(raw)?;
+            let ambiguous = decoded.is_empty()
+                || decoded == "."
+                || decoded == ".."
+                || decoded.contains(['/', '\\', ';']);
+            (!ambiguous).then_some(decoded)
+        })
+        .collect()
+}
+
+/// RFC 3986 §2.1 percent-decoding of one segment; `None` for a bad escape or non-UTF-8 result.
+fn percent_decode(raw: &str) -> Option<Cow<'_, str>> {
+    if !raw.contains('%') {
+        return Some(Cow::Borrowed(raw));
     }
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 #[cfg(test)]

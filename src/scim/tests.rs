@@ -139,3 +139,41 @@ fn status_is_a_string() {
     assert_eq!(body["schemas"][0], ERROR_SCHEMA);
     assert_eq!(body["detail"], "no");
 }
+
+#[test]
+fn ambiguous_paths() {
+    for path in [
+        "//Me",
+        "/Users/../Me",
+        "/Users/%2e%2e/Me",
+        "/./Me",
+        "/Me;x=1",
+        "/Users%2F1",
+        "/Users/%5c1",
+        "/Users/%3Bx",
+        "/Users/%zz",
+        "/Users/%e2%28",
+        "/a//b",
+    ] {
+        assert!(is_ambiguous(path), "{path}");
+    }
+    for path in [
+        "",
+        "/",
+        "/Users",
+        "/Users/",
+        "/Users/a%40b.example",
+        "/scim/v2/Users/2819c223",
+        "/Schemas/urn:x:y",
+    ] {
+        assert!(!is_ambiguous(path), "{path}");
+    }
+}
+
+#[test]
+fn bulk_bodies_with_duplicate_members_are_refused() {
+    let dup_ops = br#"{"Operations":[{"method":"DELETE","path":"/Users/1"}],"Operations":[{"method":"POST","path":"/Users"}]}"#;
+    let dup_method = br#"{"Operations":[{"method":"DELETE","path":"/Users","method":"POST"}]}"#;
+    assert_eq!(bulk_operations(dup_ops), Err(InvalidBulk));
+    assert_eq!(bulk_operations(dup_method), Err(InvalidBulk));
+}
