@@ -224,6 +224,8 @@ pub struct ServiceAccount {
     pub value: HeaderValue,
     pub scheme: Option<String>,
     pub source: SecretSource,
+    /// The key alone, to recognise it if an upstream echoes it back.
+    pub key: Secret,
 }
 
 impl fmt::Debug for ServiceAccount {

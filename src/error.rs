@@ -24,6 +24,9 @@ pub enum ProxyError {
     /// The upstream answered 401 to the service account's key: our fault, not the caller's.
     #[error("upstream rejected the service account credential")]
     UpstreamRejectedCredential,
+    /// The upstream's error response echoed the service account's key; it is not relayed.
+    #[error("upstream response contained the service account credential")]
+    UpstreamLeakedCredential,
     /// The whole exchange outlived `server.request_timeout` (usually a slow request body).
     #[error("request exceeded server.request_timeout")]
     RequestTimeout,
@@ -80,6 +83,7 @@ impl ProxyError {
             Self::Upstream(UpstreamError::Unavailable(_)) => Outcome::UpstreamUnavailable,
             Self::Upstream(UpstreamError::Timeout) => Outcome::UpstreamTimeout,
             Self::UpstreamRejectedCredential => Outcome::UpstreamRejectedCredential,
+            Self::UpstreamLeakedCredential => Outcome::UpstreamUnavailable,
             Self::RequestTimeout => Outcome::RequestTimeout,
         }
     }
@@ -142,6 +146,11 @@ impl ProxyError {
             Self::Upstream(UpstreamError::Timeout) => {
                 (StatusCode::GATEWAY_TIMEOUT, None, "upstream timed out")
             }
+            Self::UpstreamLeakedCredential => (
+                StatusCode::BAD_GATEWAY,
+                None,
+                "the upstream's error response was withheld",
+            ),
             Self::UpstreamRejectedCredential => (
                 StatusCode::BAD_GATEWAY,
                 None,

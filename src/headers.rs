@@ -38,6 +38,15 @@ const SPOOFABLE: &[&str] = &[
     "x-forwarded-prefix",
     "x-real-ip",
     "x-request-id",
+    // Identity headers other auth proxies set for their upstreams (threats T21).
+    "remote-user",
+    "x-remote-user",
+    "x-user",
+    "x-email",
+    "x-authenticated-userid",
+    "x-auth-token",
+    "api-key",
+    "apikey",
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
@@ -88,7 +97,14 @@ impl HeaderPolicy {
         let doomed: Vec<HeaderName> = headers
             .keys()
             .filter(|name| {
-                listed(&self.removed, name.as_str()) || listed(&nominated, name.as_str())
+                let name = name.as_str();
+                // `_` names are dropped outright (as nginx does): WSGI/PHP backends read
+                // `X_Forwarded_User` as `X-Forwarded-User` (CVE-2025-64484). Every
+                // `x-forwarded-*` is ours to set, not the caller's.
+                name.contains('_')
+                    || name.starts_with("x-forwarded-")
+                    || listed(&self.removed, name)
+                    || listed(&nominated, name)
             })
             .cloned()
             .collect();
@@ -122,6 +138,22 @@ pub fn strip_response(headers: &mut HeaderMap) {
         .keys()
         .filter(|name| HOP_BY_HOP.contains(&name.as_str()) || listed(&nominated, name.as_str()))
         .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(&name);
+    }
+}
+
+/// Drops upstream response headers that carry the service account's key (an upstream that
+/// echoes request headers, e.g. in a debug header, must not hand the key to the caller).
+pub fn strip_echoed_key(headers: &mut HeaderMap, key: &[u8]) {
+    if key.is_empty() {
+        return;
+    }
+    let doomed: Vec<HeaderName> = headers
+        .iter()
+        .filter(|(_, v)| v.as_bytes().windows(key.len()).any(|w| w == key))
+        .map(|(n, _)| n.clone())
         .collect();
     for name in doomed {
         headers.remove(&name);

@@ -128,6 +128,9 @@ impl Proxy {
         rt.header_policy.strip_request(&mut parts.headers);
         headers::set_upstream_headers(&mut parts.headers, &account, &forwarding);
         parts.uri = target;
+        // The caller may have spoken HTTP/2; the upstream connection's protocol is the client's
+        // business (ALPN), and hyper-util refuses an HTTP/2-versioned request on HTTP/1.1.
+        parts.version = http::Version::HTTP_11;
         let (mut response, upstream_seconds) = trt
             .upstream
             .forward(Request::from_parts(parts, body))
@@ -137,10 +140,14 @@ impl Proxy {
             return Err(ProxyError::UpstreamRejectedCredential);
         }
         headers::strip_response(response.headers_mut());
+        headers::strip_echoed_key(response.headers_mut(), account.key.expose().as_bytes());
         if request.resource == Resource::ServiceProviderConfig
             && response.status() == StatusCode::OK
         {
             return advertise_bearer(response).await;
+        }
+        if response.status().is_client_error() || response.status().is_server_error() {
+            return screen_error_body(response, account.key.expose().as_bytes()).await;
         }
         Ok(response.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed()))
     }
@@ -205,6 +212,33 @@ async fn advertise_bearer(response: Response<Incoming>) -> Result<Response<Proxy
     Ok(Response::from_parts(
         parts,
         Full::new(out).map_err(|never| match never {}).boxed(),
+    ))
+}
+
+/// Error bodies are where backends echo request details: read them (bounded) and never relay
+/// one that contains the service account's key. Success bodies stream unread.
+async fn screen_error_body(
+    response: Response<Incoming>,
+    key: &[u8],
+) -> Result<Response<ProxyBody>, ProxyError> {
+    const MAX: usize = 256 * 1024;
+    let (mut parts, body) = response.into_parts();
+    let bytes = Limited::new(body, MAX)
+        .collect()
+        .await
+        .map_err(|e| UpstreamError::Unavailable(format!("error response body: {e}")))?
+        .to_bytes();
+    if !key.is_empty() && bytes.windows(key.len()).any(|w| w == key) {
+        tracing::warn!(
+            status = parts.status.as_u16(),
+            "upstream error response contained the service account key; not relayed"
+        );
+        return Err(ProxyError::UpstreamLeakedCredential);
+    }
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Ok(Response::from_parts(
+        parts,
+        Full::new(bytes).map_err(|never| match never {}).boxed(),
     ))
 }
 

@@ -303,6 +303,10 @@ pub fn bulk_operations(body: &[u8]) -> Result<Vec<Classified>, InvalidBulk> {
                 .ok_or(InvalidBulk)?;
             let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
                 .map_err(|_| InvalidBulk)?;
+            // The backend resolves each operation's path itself: refuse the ambiguous ones.
+            if is_ambiguous(path) {
+                return Err(InvalidBulk);
+            }
             Ok(classify(&method, path))
         })
         .collect()

@@ -31,7 +31,11 @@ pub async fn serve(
     config: &ServerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(connection_builder(config));
+    let builder = Arc::new(Builders {
+        auto: connection_builder(config),
+        h1: connection_builder(config).http1_only(),
+        h2: connection_builder(config).http2_only(),
+    });
     let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
@@ -55,14 +59,31 @@ pub async fn serve(
                     })
                 };
                 let (builder, watcher, tls) = (Arc::clone(&builder), graceful.watcher(), tls.clone());
+                let head_timeout = config.header_read_timeout;
+                let mut stopping = shutdown.clone();
                 tokio::spawn(async move {
                     let result = match tls {
-                        None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await,
+                        None => {
+                            // Not yet a hyper connection: shutdown must not wait for it.
+                            let ready = tokio::select! {
+                                ready = await_protocol(&stream, head_timeout) => ready,
+                                _ = stopping.changed() => false,
+                            };
+                            if !ready {
+                                tracing::debug!(%peer, "connection sent no request in time");
+                                return;
+                            }
+                            watcher.watch(builder.auto.serve_connection(TokioIo::new(stream), service).into_owned()).await
+                        }
                         Some(acceptor) => {
                             let Ok(Ok(stream)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else {
                                 tracing::debug!(%peer, "TLS handshake failed");
                                 return;
                             };
+                            // ALPN already chose the protocol: no sniffing, so hyper's own
+                            // timeouts apply from the first byte.
+                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            let builder = if h2 { &builder.h2 } else { &builder.h1 };
                             watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
                         }
                     };
@@ -81,6 +102,34 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!(grace = ?config.shutdown_grace, "shutdown grace period over; closing remaining connections");
+    }
+}
+
+/// Connection builders: protocol detection for plaintext, fixed protocols after TLS ALPN.
+struct Builders {
+    auto: auto::Builder<TokioExecutor>,
+    h1: auto::Builder<TokioExecutor>,
+    h2: auto::Builder<TokioExecutor>,
+}
+
+/// Waits, at most `limit`, until the client has sent enough to tell HTTP/1 from the HTTP/2
+/// preface. hyper-util's protocol detection reads without a timeout, and `header_read_timeout`
+/// only starts after it: a silent connection, or a partial preface, would otherwise stay open.
+async fn await_protocol(stream: &tokio::net::TcpStream, limit: Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = [0u8; 24];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 && (n >= PREFACE.len() || !PREFACE.starts_with(&buf[..n])) => {
+                return true;
+            }
+            // A partial preface: peek returns at once with the same bytes, so pace the retries.
+            Ok(Ok(n)) if n > 0 && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(Ok(_) | Err(_)) | Err(_) => return false,
+        }
     }
 }
 

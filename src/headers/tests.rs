@@ -14,6 +14,7 @@ fn account(header: &'static str, value: &'static str) -> ServiceAccount {
         value: HeaderValue::from_static(value),
         scheme: None,
         source: SecretSource::Env("K".into()),
+        key: crate::config::Secret::new("k"),
     }
 }
 

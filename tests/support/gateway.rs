@@ -155,6 +155,11 @@ impl Gateway {
         self.sentinels.values().cloned().collect()
     }
 
+    /// Every account's sentinel key (for checking responses read by other clients).
+    pub fn sentinels(&self) -> Vec<String> {
+        self.all_sentinels()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

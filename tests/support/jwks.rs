@@ -1,11 +1,13 @@
 //! A fake JWKS endpoint on `127.0.0.1:0`: serves a replaceable key set, counts hits, and can be
-//! switched to fail (500), hang, or answer garbage.
+//! switched to fail (500), hang, answer garbage, or be hostile (slow, redirecting, huge,
+//! truncated, exact bytes).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::io::BufReader;
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 use super::wire;
@@ -21,6 +23,16 @@ pub enum JwksMode {
     Hang,
     /// 200 `application/json` with a body that is not JSON.
     Garbage,
+    /// The current key set, after this delay.
+    Delay(Duration),
+    /// `302 Found` with this `Location` (a client that follows it fetches from there).
+    Redirect(String),
+    /// 200 `application/json` with exactly these bytes (huge, malformed, hostile documents).
+    Body(Vec<u8>),
+    /// A head announcing the current key set's length plus 100, half the body, then close.
+    Truncated,
+    /// Read the request, then close the connection without answering.
+    Close,
 }
 
 struct State {
@@ -104,6 +116,28 @@ async fn connection(stream: tokio::net::TcpStream, state: Arc<State>) {
             JwksMode::Garbage => {
                 wire::write_response(&mut write, 200, &json, b"<html>\x00\xff not a key set").await
             }
+            JwksMode::Delay(delay) => {
+                tokio::time::sleep(delay).await;
+                let body = state.body.lock().expect("JWKS body lock").clone();
+                wire::write_response(&mut write, 200, &json, body.as_bytes()).await
+            }
+            JwksMode::Redirect(location) => {
+                let headers = vec![("location".to_owned(), location)];
+                wire::write_response(&mut write, 302, &headers, b"").await
+            }
+            JwksMode::Body(bytes) => wire::write_response(&mut write, 200, &json, &bytes).await,
+            JwksMode::Truncated => {
+                let body = state.body.lock().expect("JWKS body lock").clone();
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len() + 100
+                );
+                let _ = write.write_all(head.as_bytes()).await;
+                let _ = write.write_all(&body.as_bytes()[..body.len() / 2]).await;
+                let _ = write.flush().await;
+                return;
+            }
+            JwksMode::Close => return,
         };
         if result.is_err() {
             return;

@@ -3,22 +3,29 @@
 //! every file uses every helper.
 #![allow(dead_code, unused_imports)]
 
+pub mod attacker;
 pub mod check;
 pub mod client;
 pub mod config;
 pub mod gateway;
+pub mod h2client;
+pub mod hostile;
 pub mod jwks;
 pub mod mint;
 pub mod upstream;
+pub mod verdict;
 pub mod wire;
 
+pub use attacker::Attacker;
 pub use check::{CheckOutput, run_check, run_check_file};
 pub use client::{Response, send};
 pub use config::{GatewayConfig, TempDir, toml_str};
 pub use gateway::Gateway;
+pub use h2client::H2;
 pub use jwks::{JwksMode, JwksServer};
 pub use mint::{SigningKey, Token, ec_key, rsa_key};
 pub use upstream::Upstream;
+pub use verdict::{Expect, Table, bearer};
 
 /// The usual fixture: a JWKS server publishing the per-process RSA and EC keys, a recording
 /// upstream, and the default gateway config pointing at both.

@@ -265,3 +265,136 @@ pub async fn raw_exchange(
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "raw exchange timed out"))?
 }
+
+/// Reads one response (skipping interim 1xx) from `reader`; `None` on a clean EOF before it.
+pub async fn read_response<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+) -> std::io::Result<Option<RawResponse>> {
+    let head = loop {
+        let Some(head) = read_head(reader).await? else {
+            return Ok(None);
+        };
+        if !head
+            .start_line
+            .split(' ')
+            .nth(1)
+            .unwrap_or("")
+            .starts_with('1')
+        {
+            break head;
+        }
+    };
+    let status = head
+        .start_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {:?}", head.start_line)))?;
+    let body = read_body(reader, &head, true).await;
+    Ok(Some(RawResponse { status, head, body }))
+}
+
+/// What `exchange_all` saw: every response in order, and whether the server closed the
+/// connection (EOF or reset) before the deadline.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub responses: Vec<RawResponse>,
+    pub closed: bool,
+}
+
+impl Exchange {
+    pub fn statuses(&self) -> Vec<u16> {
+        self.responses.iter().map(|r| r.status).collect()
+    }
+}
+
+/// Writes `request` (which may hold several pipelined or smuggled messages) on a fresh
+/// connection and reads responses until the server closes the connection or `timeout` passes.
+/// Responses are read by their own framing, so every status the server sent is seen.
+pub async fn exchange_all(
+    addr: std::net::SocketAddr,
+    request: &[u8],
+    timeout: Duration,
+) -> std::io::Result<Exchange> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (read, mut write) = stream.into_split();
+    let request = request.to_vec();
+    let writer = tokio::spawn(async move {
+        let _ = write.write_all(&request).await;
+        let _ = write.flush().await;
+        // Keep the write side open: a half-close would let the server drop pending work.
+        std::future::pending::<()>().await;
+        drop(write);
+    });
+    let mut reader = tokio::io::BufReader::new(read);
+    let mut responses = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let closed = loop {
+        match tokio::time::timeout_at(deadline, read_response(&mut reader)).await {
+            Err(_) => break false,
+            Ok(Ok(Some(r))) => {
+                let incomplete = !r.body.complete;
+                responses.push(r);
+                if incomplete {
+                    break true;
+                }
+            }
+            Ok(Ok(None)) | Ok(Err(_)) => break true,
+        }
+    };
+    writer.abort();
+    Ok(Exchange { responses, closed })
+}
+
+/// One client connection driven step by step: write, read a response, check for close.
+pub struct RawConn {
+    reader: tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl RawConn {
+    pub async fn connect(addr: std::net::SocketAddr) -> std::io::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (read, writer) = stream.into_split();
+        Ok(Self {
+            reader: tokio::io::BufReader::new(read),
+            writer,
+        })
+    }
+
+    /// Writes `bytes` as they are; an error means the server already closed.
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(bytes).await?;
+        self.writer.flush().await
+    }
+
+    /// Reads one response within `timeout`.
+    pub async fn response(&mut self, timeout: Duration) -> std::io::Result<RawResponse> {
+        tokio::time::timeout(timeout, read_response(&mut self.reader))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no response"))??
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed"))
+    }
+
+    /// Reads the next response head as it is, interim 1xx included (the body is not read).
+    pub async fn head(&mut self, timeout: Duration) -> std::io::Result<Head> {
+        tokio::time::timeout(timeout, read_head(&mut self.reader))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no response head"))??
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed"))
+    }
+
+    /// Waits up to `timeout` for the server to close the connection; returns whether it did.
+    /// Bytes that arrive meanwhile are discarded.
+    pub async fn closed_within(&mut self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout_at(deadline, self.reader.read(&mut buf)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+}

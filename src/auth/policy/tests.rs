@@ -16,6 +16,7 @@ fn account(name: &str) -> Arc<ServiceAccount> {
         value: HeaderValue::from_static("Bearer k"),
         scheme: Some("Bearer".into()),
         source: SecretSource::Env("K".into()),
+        key: crate::config::Secret::new("k"),
     })
 }
 

@@ -192,6 +192,7 @@ fn service_account(c: &mut Checker, name: &str, raw: &RawServiceAccount) -> Opti
         value,
         scheme,
         source,
+        key: secret,
     })
 }
 
