@@ -119,6 +119,46 @@ fn classification_table() {
         ("GET", "/healthz", Other, "unknown"),
         ("OPTIONS", "/Users", Other, "Users"),
         ("GET", "/Users/", Read, "Users"),
+        ("GET", "/me", Read, "Me"),
+        ("DELETE", "/%4De", Delete, "Me"),
+        ("GET", "/Users/me", Read, "Users"),
+        ("DELETE", "/Users/Groups", Delete, "Users"),
+        ("POST", "/users/.SEARCH", Search, "Users"),
+        ("GET", "/scim/v2/users/2819c223", Read, "Users"),
+        // RFC 7644 §3 examples.
+        (
+            "GET",
+            "/Groups?filter=displayName%20eq%20%22Admins%22",
+            Read,
+            "Groups",
+        ),
+        (
+            "PATCH",
+            "/Users/2819c223-7f76-453a-919d-413861904646",
+            Patch,
+            "Users",
+        ),
+        (
+            "PUT",
+            "/Groups/e9e30dba-f08f-4109-8486-d5c6a331660a",
+            Replace,
+            "Groups",
+        ),
+        ("GET", "/ResourceTypes/Group", Read, "ResourceTypes"),
+        (
+            "GET",
+            "/Schemas/urn:ietf:params:scim:schemas:core:2.0:Group",
+            Read,
+            "Schemas",
+        ),
+        ("HEAD", "/Groups", Read, "Groups"),
+        (
+            "DELETE",
+            "/Groups/e9e30dba-f08f-4109-8486-d5c6a331660a",
+            Delete,
+            "Groups",
+        ),
+        ("POST", "/v2/.search", Search, "root"),
     ];
     for (method, path, operation, resource) in cases {
         let path_only = path.split('?').next().unwrap();
