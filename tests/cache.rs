@@ -4,72 +4,23 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use support::mint::{self, PROVISIONER_GROUP, SigningKey};
+use support::observe::{
+    access_lines, metric_or_zero, replace_file, scrape, sighup, wait_access_lines,
+};
 use support::{Gateway, JwksServer, Token, ec_key, fixture, rsa_key, toml_str};
-
-async fn scrape(gw: &Gateway) -> String {
-    let r = gw.admin_get("/metrics").await.expect("GET /metrics");
-    assert_eq!(r.status, 200);
-    r.text()
-}
-
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
 
 /// (hits, misses) of the token cache.
 async fn cache_counts(gw: &Gateway) -> (f64, f64) {
     let text = scrape(gw).await;
     (
-        metric(&text, "scimgate_token_cache_hits_total"),
-        metric(&text, "scimgate_token_cache_misses_total"),
+        metric_or_zero(&text, "scimgate_token_cache_hits_total"),
+        metric_or_zero(&text, "scimgate_token_cache_misses_total"),
     )
-}
-
-fn access_lines(gw: &Gateway) -> Vec<Value> {
-    gw.json_logs()
-        .into_iter()
-        .filter(|v| v["message"] == "request")
-        .collect()
-}
-
-async fn wait_access_lines(gw: &Gateway, n: usize) -> Vec<Value> {
-    gw.wait_for_logs(
-        |l| l.contains("\"message\":\"request\""),
-        n,
-        Duration::from_secs(5),
-    )
-    .await;
-    access_lines(gw)
-}
-
-fn sighup(gw: &Gateway) {
-    let status = Command::new("kill")
-        .args(["-HUP", &gw.pid().to_string()])
-        .status()
-        .expect("run kill -HUP");
-    assert!(status.success(), "kill -HUP failed");
-}
-
-/// Replaces the file's content in one step so the reload poll never sees it half-written.
-fn replace_file(path: &Path, contents: &str) {
-    let tmp = path.with_extension("tmp-replace");
-    std::fs::write(&tmp, contents).expect("write replacement");
-    std::fs::rename(&tmp, path).expect("rename replacement");
 }
 
 // === 11. a hit decides like a miss ===
@@ -137,7 +88,7 @@ async fn cache_hit_gives_the_same_decision_as_the_miss() {
     assert_eq!(lines[6]["reason"], json!("bad_signature"));
     let metrics = scrape(&gw).await;
     assert_eq!(
-        metric(
+        metric_or_zero(
             &metrics,
             r#"scimgate_rule_matches_total{rule="provisioners"}"#
         ),
@@ -186,7 +137,7 @@ async fn cached_token_is_refused_once_it_expires() {
     assert_eq!(upstream.hits(), accepted);
     let metrics = scrape(&gw).await;
     assert!(
-        metric(
+        metric_or_zero(
             &metrics,
             r#"scimgate_auth_decisions_total{decision="deny",reason="expired"}"#
         ) >= 2.0,
@@ -225,13 +176,13 @@ async fn removed_key_invalidates_cached_tokens_after_an_unknown_kid_refetch() {
     assert_eq!(upstream.hits(), 4);
     let metrics = scrape(&gw).await;
     assert!(
-        metric(
+        metric_or_zero(
             &metrics,
             r#"scimgate_auth_decisions_total{decision="deny",reason="unknown_key"}"#
         ) >= 3.0,
         "{metrics}"
     );
-    assert_eq!(metric(&metrics, "scimgate_jwks_keys"), 1.0);
+    assert_eq!(metric_or_zero(&metrics, "scimgate_jwks_keys"), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,13 +242,15 @@ async fn reload_invalidates_the_cache() {
     assert!(text.contains(&needle), "{text}");
     replace_file(
         &gw.config_path,
-        &text.replacen(&needle, "value = \"scim-someone-else\"", 1),
+        text.replacen(&needle, "value = \"scim-someone-else\"", 1)
+            .as_bytes(),
+        0o600,
     );
     sighup(&gw);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let m = scrape(&gw).await;
-        if metric(&m, r#"scimgate_config_reloads_total{result="success"}"#) >= 1.0 {
+        if metric_or_zero(&m, r#"scimgate_config_reloads_total{result="success"}"#) >= 1.0 {
             break;
         }
         assert!(Instant::now() < deadline, "no reload; metrics:\n{m}");

@@ -5,7 +5,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,27 +19,10 @@ use tokio::net::TcpListener;
 use support::config::{new_sentinel, random_hex};
 use support::gateway::binary;
 use support::mint::{self, ISSUER};
+use support::observe::{metric, replace_file, scrape, sighup, wait_access_lines};
 use support::{Gateway, GatewayConfig, TempDir, Token, ec_key, fixture, rsa_key, toml_str};
 
 // === helpers ===
-
-/// `GET /metrics` on the admin port.
-async fn scrape(gw: &Gateway) -> String {
-    let r = gw.admin_get("/metrics").await.expect("GET /metrics");
-    assert_eq!(r.status, 200, "/metrics: {}", r.text());
-    r.text()
-}
-
-/// The value of one series (`name` or `name{labels}`), exactly as written.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        line.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
 
 fn assert_line(text: &str, line: &str) {
     assert!(
@@ -70,22 +52,6 @@ fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
-/// Replaces a file's content in one step (write a sibling, rename), so the 2 s poll never
-/// reads it half-written.
-fn replace_file(path: &Path, contents: &[u8], mode: u32) {
-    let tmp = path.with_extension(format!("tmp-{}", random_hex(4)));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .expect("create replacement file");
-    std::io::Write::write_all(&mut file, contents).expect("write replacement file");
-    file.sync_all().expect("sync replacement file");
-    drop(file);
-    std::fs::rename(&tmp, path).expect("rename replacement file");
-}
-
 /// The config text with one more `[[rules]]` block, placed after the existing rules.
 fn with_rule(config: &str, name: &str, claim: &str, value: &str, account: &str) -> String {
     let block = format!(
@@ -101,37 +67,10 @@ fn with_rule(config: &str, name: &str, claim: &str, value: &str, account: &str) 
     format!("{}{block}{}", &config[..at], &config[at..])
 }
 
-fn sighup(gw: &Gateway) {
-    let status = Command::new("kill")
-        .args(["-HUP", &gw.pid().to_string()])
-        .status()
-        .expect("run kill -HUP");
-    assert!(status.success(), "kill -HUP failed");
-}
-
 /// Lowercase hex of the first `n` bytes of SHA-256(`text`).
 fn sha256_prefix(text: &str, n: usize) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
     d.as_ref()[..n].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The access lines (`"message":"request"`) logged so far.
-fn access_lines(gw: &Gateway) -> Vec<Value> {
-    gw.json_logs()
-        .into_iter()
-        .filter(|v| v["message"] == "request")
-        .collect()
-}
-
-/// Waits (bounded) for `n` access lines.
-async fn wait_access_lines(gw: &Gateway, n: usize) -> Vec<Value> {
-    gw.wait_for_logs(
-        |l| l.contains("\"message\":\"request\""),
-        n,
-        Duration::from_secs(5),
-    )
-    .await;
-    access_lines(gw)
 }
 
 /// What a finished subprocess produced.

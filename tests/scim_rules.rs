@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use support::config::new_sentinel;
 use support::gateway::binary;
 use support::mint::{self, AUDIENCE, ISSUER};
+use support::observe::{metric_or_zero, scrape};
 use support::upstream::Behavior;
 use support::{
     Gateway, GatewayConfig, Response, Token, Upstream, ec_key, fixture, rsa_key, run_check,
@@ -71,22 +72,6 @@ async fn call(gw: &Gateway, method: &str, path: &str, token: &str, body: &str) -
     }
     gw.request(method, path, &headers, Bytes::from(body.to_owned()))
         .await
-}
-
-async fn scrape(gw: &Gateway) -> String {
-    gw.admin_get("/metrics").await.expect("GET /metrics").text()
-}
-
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
 }
 
 const USER: &str =
@@ -152,7 +137,7 @@ async fn read_only_rule_allows_reads_and_searches_only() {
 
     let metrics = scrape(&gw).await;
     assert_eq!(
-        metric(
+        metric_or_zero(
             &metrics,
             r#"scimgate_auth_decisions_total{decision="deny",reason="op_denied"}"#
         ),
@@ -160,7 +145,7 @@ async fn read_only_rule_allows_reads_and_searches_only() {
         "{metrics}"
     );
     assert_eq!(
-        metric(&metrics, r#"scimgate_rule_matches_total{rule="readers"}"#),
+        metric_or_zero(&metrics, r#"scimgate_rule_matches_total{rule="readers"}"#),
         6.0
     );
     let denied = gw
@@ -334,11 +319,11 @@ service_account = "writer"
 
     let metrics = scrape(&gw).await;
     assert_eq!(
-        metric(&metrics, r#"scimgate_rule_matches_total{rule="ro"}"#),
+        metric_or_zero(&metrics, r#"scimgate_rule_matches_total{rule="ro"}"#),
         1.0
     );
     assert_eq!(
-        metric(&metrics, r#"scimgate_rule_matches_total{rule="rw"}"#),
+        metric_or_zero(&metrics, r#"scimgate_rule_matches_total{rule="rw"}"#),
         1.0
     );
 }
@@ -819,14 +804,14 @@ allow = ["bulk", "delete"]
     assert_eq!(upstream.hits(), 2);
     let metrics = scrape(&gw).await;
     assert_eq!(
-        metric(
+        metric_or_zero(
             &metrics,
             r#"scimgate_rule_matches_total{rule="bulk-create"}"#
         ),
         1.0
     );
     assert_eq!(
-        metric(
+        metric_or_zero(
             &metrics,
             r#"scimgate_rule_matches_total{rule="bulk-delete"}"#
         ),

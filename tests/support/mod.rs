@@ -12,6 +12,7 @@ pub mod h2client;
 pub mod hostile;
 pub mod jwks;
 pub mod mint;
+pub mod observe;
 pub mod upstream;
 pub mod verdict;
 pub mod wire;
