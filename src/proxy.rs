@@ -102,6 +102,7 @@ impl Proxy {
         }
         let target = check_request(rt, trt, &req, &route.matched)?;
         let request = scim::classify(req.method(), route.matched.rest);
+        record.classify(&request);
         let (mut parts, body) = req.into_parts();
         let (account, body) = match self
             .authorize(rt, tenant, trt, &parts, &request, body, record)
@@ -167,7 +168,7 @@ impl Proxy {
     ) -> Result<(&'rt Rule, ProxyBody), Refused> {
         let token = bearer::bearer_token(&parts.headers)?;
         let verified = trt.verifier.verify(token).await?;
-        record.identify(&verified, token);
+        record.identify(&verified);
         let limit = usize::try_from(rt.config.server.max_body_bytes).unwrap_or(usize::MAX);
         let (body, bulk) = if request.operation == Operation::Bulk {
             let bytes = match Limited::new(body, limit).collect().await {

@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use aws_lc_rs::digest::{SHA256, digest};
 use http::{HeaderValue, Request, StatusCode};
 use serde_json::Value;
 use tracing_subscriber::EnvFilter;
@@ -62,7 +61,6 @@ impl AccessRecord {
         if !tracing::enabled!(target: "scimgate::access", tracing::Level::INFO) {
             return Self::default();
         }
-        let scim = crate::scim::classify(req.method(), req.uri().path());
         let query_keys = req
             .uri()
             .query()
@@ -78,8 +76,9 @@ impl AccessRecord {
             request_id: request_id.to_str().unwrap_or("").to_owned(),
             method: req.method().to_string(),
             path: req.uri().path().to_owned(),
-            scim_operation: scim.operation.as_str(),
-            resource_type: scim.resource.as_str(),
+            // Until the pipeline has routed and classified the request.
+            scim_operation: "other",
+            resource_type: "unknown",
             query_keys,
             peer: peer.ip().to_string(),
             ..Self::default()
@@ -88,7 +87,7 @@ impl AccessRecord {
 
     /// Who the verified token speaks for, plus a short digest so two log lines can be tied to
     /// one token without the token itself ever being logged.
-    pub fn identify(&mut self, token: &VerifiedToken, raw: &str) {
+    pub fn identify(&mut self, token: &VerifiedToken) {
         if !self.enabled {
             return;
         }
@@ -103,8 +102,13 @@ impl AccessRecord {
         self.sub = claim("sub");
         self.client_id = claim("azp").or_else(|| claim("client_id"));
         self.jti = claim("jti");
-        let hash = digest(&SHA256, raw.as_bytes());
-        self.token_sha256 = Some(crate::headers::hex(&hash.as_ref()[..6]));
+        self.token_sha256 = Some(crate::headers::hex(&token.digest[..6]));
+    }
+
+    /// The SCIM operation and resource type the pipeline classified the request as.
+    pub fn classify(&mut self, request: &crate::scim::Classified) {
+        self.scim_operation = request.operation.as_str();
+        self.resource_type = request.resource.as_str();
     }
 
     /// Records the matched rule and its service account.

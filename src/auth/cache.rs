@@ -110,6 +110,7 @@ mod tests {
             claims: Arc::new(claims),
             kid: Some("k".into()),
             alg: Algorithm::ES256,
+            digest: [0; 32],
         }
     }
 

@@ -41,6 +41,8 @@ pub struct VerifiedToken {
     pub claims: Arc<Map<String, Value>>,
     pub kid: Option<String>,
     pub alg: Algorithm,
+    /// SHA-256 of the token string: the cache key, and (its prefix) the access log's digest.
+    pub digest: [u8; 32],
 }
 
 /// Verifies tokens against the JWKS cache and the `[jwt]` settings.
@@ -77,10 +79,10 @@ impl Verifier {
     /// through the JWKS cache's rate-limited paths.
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, AuthError> {
         let now = now();
-        let cache_key = self.cache.is_enabled().then(|| TokenCache::key(token));
+        let digest = TokenCache::key(token);
         let current = self.jwks.current();
-        if let (Some(key), Some(keys)) = (&cache_key, &current) {
-            let hit = self.cache.get(key, keys.generation, now);
+        if let (true, Some(keys)) = (self.cache.is_enabled(), &current) {
+            let hit = self.cache.get(&digest, keys.generation, now);
             self.metrics.token_cache(hit.is_some());
             if let Some(verified) = hit {
                 return Ok(verified);
@@ -120,10 +122,9 @@ impl Verifier {
             claims: Arc::new(claims),
             kid: header.kid,
             alg: header.alg,
+            digest,
         };
-        if let Some(key) = cache_key {
-            self.cache.insert(key, &verified, keys.generation);
-        }
+        self.cache.insert(digest, &verified, keys.generation);
         Ok(verified)
     }
 }
