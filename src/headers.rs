@@ -5,8 +5,9 @@
 //! forwarding and method-override headers), *then* add ours, so a client cannot make us drop
 //! a header we set (RFC 9110 §7.6.1; threats T20–T24).
 
-use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::header::{CONNECTION, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -60,10 +61,12 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Names removed from every request, normalised (lowercase, `_` read as `-`); built once per config.
+/// Names removed from every request; built once per config. A `HeaderMap` is the set: its
+/// lookups hash standard names by index and the rest with a fast hasher, where a `HashSet<String>`
+/// would run SipHash over every caller header on every request.
 #[derive(Debug, Clone)]
 pub struct HeaderPolicy {
-    removed: HashSet<String>,
+    removed: HeaderMap<()>,
 }
 
 /// What the connection tells us about the caller, for the forwarding headers.
@@ -82,29 +85,35 @@ impl HeaderPolicy {
     /// Every service account's credential header joins the fixed list: a caller must not be
     /// able to send a key for another account, or the same key twice.
     pub fn new<'a>(accounts: impl IntoIterator<Item = &'a ServiceAccount>) -> Self {
-        let mut removed: HashSet<String> = HOP_BY_HOP
-            .iter()
-            .chain(SPOOFABLE)
-            .map(|s| (*s).to_owned())
-            .collect();
-        removed.extend(accounts.into_iter().map(|a| normalise(a.header.as_str())));
+        let mut removed = HeaderMap::<()>::default();
+        for name in HOP_BY_HOP.iter().chain(SPOOFABLE) {
+            removed.insert(HeaderName::from_static(name), ());
+        }
+        for account in accounts {
+            // Config validation already lowercases the name; `_` is read as `-` because a
+            // `_` spelling is dropped below anyway.
+            if let Ok(name) = HeaderName::from_bytes(normalise(account.header.as_str()).as_bytes())
+            {
+                removed.insert(name, ());
+            }
+        }
         Self { removed }
     }
 
     /// Removes caller headers per the policy, including every name listed in `Connection`.
     pub fn strip_request(&self, headers: &mut HeaderMap) {
-        let nominated = connection_nominated(headers);
+        let connection = Nominated::of(headers);
         let doomed: Vec<HeaderName> = headers
             .keys()
             .filter(|name| {
-                let name = name.as_str();
+                let text = name.as_str();
                 // `_` names are dropped outright (as nginx does): WSGI/PHP backends read
                 // `X_Forwarded_User` as `X-Forwarded-User` (CVE-2025-64484). Every
                 // `x-forwarded-*` is ours to set, not the caller's.
-                name.contains('_')
-                    || name.starts_with("x-forwarded-")
-                    || listed(&self.removed, name)
-                    || listed(&nominated, name)
+                text.contains('_')
+                    || text.starts_with("x-forwarded-")
+                    || self.removed.contains_key(*name)
+                    || connection.names(text)
             })
             .cloned()
             .collect();
@@ -133,10 +142,10 @@ pub fn set_upstream_headers(headers: &mut HeaderMap, account: &ServiceAccount, f
 
 /// Removes hop-by-hop and `Connection`-nominated fields from an upstream response.
 pub fn strip_response(headers: &mut HeaderMap) {
-    let nominated = connection_nominated(headers);
+    let connection = Nominated::of(headers);
     let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| HOP_BY_HOP.contains(&name.as_str()) || listed(&nominated, name.as_str()))
+        .filter(|name| HOP_BY_HOP.contains(&name.as_str()) || connection.names(name.as_str()))
         .cloned()
         .collect();
     for name in doomed {
@@ -161,7 +170,7 @@ pub fn strip_echoed_key(headers: &mut HeaderMap, key: &[u8]) {
 }
 
 /// The caller's `x-request-id` when it is 1–128 visible ASCII characters of `[A-Za-z0-9._:-]`
-/// (safe to log and echo), otherwise a fresh random one.
+/// (safe to log and echo), otherwise a fresh one (see [`fresh_request_id`]).
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     let mut values = headers.get_all(REQUEST_ID).iter();
     if let (Some(v), None) = (values.next(), values.next()) {
@@ -173,10 +182,38 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    let mut bytes = [0u8; 16];
-    // A failing system RNG leaves zeros: the id then only loses uniqueness, nothing else.
-    let _ = aws_lc_rs::rand::fill(&mut bytes);
-    HeaderValue::from_str(&hex(&bytes)).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    fresh_request_id()
+}
+
+/// 32 hex digits: a per-process random half, then a per-request counter passed through a keyed
+/// bijection. Unique within the process (the counter never repeats before 2^64 requests) and
+/// across processes (the random half), without asking the system RNG on every request; the
+/// mixing keeps the ids from reading as a request count. Ids are labels, not secrets.
+pub fn fresh_request_id() -> HeaderValue {
+    static SEED: OnceLock<[u64; 2]> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let [process, key] = *SEED.get_or_init(|| {
+        let mut bytes = [0u8; 16];
+        // A failing system RNG leaves zeros: ids then stay unique per process, nothing else.
+        let _ = aws_lc_rs::rand::fill(&mut bytes);
+        let (a, b) = bytes.split_at(8);
+        [
+            u64::from_le_bytes(a.try_into().unwrap_or_default()),
+            u64::from_le_bytes(b.try_into().unwrap_or_default()),
+        ]
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut text = [0u8; 32];
+    hex_into(&process.to_be_bytes(), &mut text[..16]);
+    hex_into(&mix(n ^ key).to_be_bytes(), &mut text[16..]);
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// The SplitMix64 finaliser: a bijection on u64, so distinct counters give distinct ids.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// The caller's host: HTTP/2 `:authority` (in the URI) or the HTTP/1 `Host` header.
@@ -189,38 +226,56 @@ pub fn caller_host(uri: &http::Uri, headers: &HeaderMap) -> Option<HeaderValue> 
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex_into(bytes, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Writes the lowercase hex of `bytes` into `out`, which holds twice as many bytes.
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
-    out
 }
 
 fn normalise(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
 }
 
-/// Whether a (lowercase) header name, read with `_` as `-`, is in `set` — allocating only for
-/// the rare name that contains an underscore.
-fn listed(set: &HashSet<String>, name: &str) -> bool {
-    if name.contains('_') {
-        set.contains(&normalise(name))
-    } else {
-        set.contains(name)
+/// The field names a message's `Connection` header lists (RFC 9110 §7.6.1), read in place:
+/// there are seldom more than one or two, so a scan beats building a set per message.
+struct Nominated<'h> {
+    values: http::header::GetAll<'h, HeaderValue>,
+}
+
+impl<'h> Nominated<'h> {
+    fn of(headers: &'h HeaderMap) -> Self {
+        Self {
+            values: headers.get_all(CONNECTION),
+        }
+    }
+
+    /// Whether `name` (lowercase, as `HeaderName` stores it) is listed, with `_` and `-` read
+    /// alike and tokens compared case-insensitively.
+    fn names(&self, name: &str) -> bool {
+        self.values
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .any(|token| same_field(token.trim_ascii(), name.as_bytes()))
     }
 }
 
-fn connection_nominated(headers: &HeaderMap) -> HashSet<String> {
-    headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|token| normalise(token.trim()))
-        .filter(|t| !t.is_empty())
-        .collect()
+fn same_field(token: &[u8], name: &[u8]) -> bool {
+    let fold = |b: u8| {
+        if b == b'_' {
+            b'-'
+        } else {
+            b.to_ascii_lowercase()
+        }
+    };
+    token.len() == name.len() && token.iter().zip(name).all(|(&a, &b)| fold(a) == fold(b))
 }
 
 #[cfg(test)]

@@ -9,6 +9,12 @@ use scimgate::cli::{Cli, Command};
 use scimgate::config::{Config, Secrets};
 use tokio::sync::watch;
 
+/// mimalloc's per-thread free lists: the request path allocates and frees many small buffers
+/// (header maps, body frames, task cells), and glibc's malloc cost about a tenth of the proxy's
+/// CPU per request on the benchmark (bench/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -59,12 +58,13 @@ impl Proxy {
     /// Runs one request through the pipeline and always produces a response (step 6 here:
     /// metrics and the access line are written once, where the outcome is known).
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
-        let started = Instant::now();
+        let started = tokio::time::Instant::now();
         let rt = self.runtime.load_full();
         let request_id = headers::request_id(req.headers());
         let mut record = AccessRecord::new(&req, &request_id, conn.peer);
         let work = self.authorize_and_forward(&rt, req, conn, &request_id, &mut record);
-        let result = match tokio::time::timeout(rt.config.server.request_timeout, work).await {
+        let deadline = started + rt.config.server.request_timeout;
+        let result = match tokio::time::timeout_at(deadline, work).await {
             Ok(result) => result,
             Err(_) => Err(ProxyError::RequestTimeout),
         };

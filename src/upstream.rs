@@ -4,16 +4,16 @@
 //! and query: nothing the caller sends can change where the API key goes (threats T26). Bodies
 //! stream both ways; redirects are returned to the caller, never followed.
 
-use std::time::Instant;
-
 use bytes::Bytes;
-use http::uri::PathAndQuery;
-use http::{Request, Response, Uri};
+use http::header::HOST;
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
 
 use crate::config::UpstreamConfig;
 use crate::tls::{TlsError, client_config};
@@ -38,6 +38,9 @@ pub enum UpstreamError {
 pub struct Upstream {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>,
     config: UpstreamConfig,
+    /// The `Host` every forwarded request carries, built once: hyper-util would otherwise
+    /// format it from the URI on every request.
+    host: HeaderValue,
 }
 
 impl Upstream {
@@ -54,9 +57,11 @@ impl Upstream {
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(256)
+            .set_host(false)
             .build(connector);
         Ok(Self {
             client,
+            host: host_header(&config.authority),
             config: config.clone(),
         })
     }
@@ -66,13 +71,16 @@ impl Upstream {
         target_uri(&self.config, path, query, account)
     }
 
-    /// Sends the request; returns the response head with a streaming body.
+    /// Sends the request with the upstream's `Host`; returns the response head with a streaming
+    /// body.
     pub async fn forward(
         &self,
-        request: Request<ProxyBody>,
+        mut request: Request<ProxyBody>,
     ) -> Result<(Response<Incoming>, f64), UpstreamError> {
+        request.headers_mut().insert(HOST, self.host.clone());
         let started = Instant::now();
-        let response = tokio::time::timeout(self.config.timeout, self.client.request(request))
+        let deadline = started + self.config.timeout;
+        let response = tokio::time::timeout_at(deadline, self.client.request(request))
             .await
             .map_err(|_| UpstreamError::Timeout)?
             .map_err(|e| classify(&e))?;
@@ -114,6 +122,14 @@ pub fn target_uri(
         .ok()
 }
 
+/// `Host` for the configured authority, exactly as written in `upstream.url` (validation refuses
+/// userinfo). Equal to the `:authority` an HTTP/2 upstream receives, as RFC 9113 §8.3.1 requires.
+fn host_header(authority: &Authority) -> HeaderValue {
+    // A parsed authority holds only header-safe characters; the fallback keeps this total.
+    HeaderValue::from_str(authority.as_str())
+        .unwrap_or_else(|_| HeaderValue::from_static("localhost"))
+}
+
 fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = source {
@@ -148,6 +164,17 @@ mod tests {
             timeout: Duration::from_secs(1),
             ca_file: None,
         }
+    }
+
+    #[test]
+    fn host_header_is_the_configured_authority() {
+        let host = |url: &str| host_header(&config(url).authority);
+        assert_eq!(host("https://scim.example.com/v2"), "scim.example.com");
+        assert_eq!(
+            host("https://scim.example.com:8443/v2"),
+            "scim.example.com:8443"
+        );
+        assert_eq!(host("http://[::1]:9000"), "[::1]:9000");
     }
 
     #[test]

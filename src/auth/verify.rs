@@ -90,17 +90,17 @@ impl Verifier {
         }
         let header =
             inspect_header(token, &self.checks.allowed).map_err(AuthError::InvalidToken)?;
+        // The refetches are boxed: a JWKS fetch future is about 1 KiB and rarely runs, and
+        // inline it would enlarge every request's future, which hyper moves by value.
         let mut keys = match current {
             Some(keys) => keys,
-            None => self
-                .jwks
-                .refetch_after(None)
+            None => Box::pin(self.jwks.refetch_after(None))
                 .await
                 .ok_or(AuthError::KeysUnavailable)?,
         };
         if let Some(kid) = header.kid.as_deref()
             && !keys.has_kid(kid)
-            && let Some(newer) = self.jwks.refetch_after(Some(keys.generation)).await
+            && let Some(newer) = Box::pin(self.jwks.refetch_after(Some(keys.generation))).await
         {
             keys = newer;
         }

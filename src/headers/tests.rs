@@ -153,3 +153,39 @@ fn request_ids_are_kept_only_when_well_formed() {
     let two = request_headers(&[("x-request-id", "a"), ("x-request-id", "b")]);
     assert_eq!(request_id(&two).len(), 32);
 }
+
+#[test]
+fn fresh_request_ids_are_unique_hex_and_share_the_process_half() {
+    let ids: Vec<String> = (0..10_000)
+        .map(|_| fresh_request_id().to_str().unwrap().to_owned())
+        .collect();
+    let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len());
+    for id in &ids {
+        assert_eq!(id.len(), 32);
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_eq!(id[..16], ids[0][..16], "one random prefix per process");
+    }
+    // Consecutive counters do not read as consecutive ids.
+    let tail = |i: usize| u64::from_str_radix(&ids[i][16..], 16).unwrap();
+    assert!((1..100).all(|i| tail(i).abs_diff(tail(i - 1)) > 1));
+}
+
+#[test]
+fn connection_tokens_match_whatever_their_case_and_spacing() {
+    let mut h = request_headers(&[
+        ("connection", "Keep-Alive ,  X_Trace"),
+        ("connection", "close"),
+        ("keep-alive", "timeout=5"),
+        ("x-trace", "1"),
+        ("x-tracer", "kept: a longer name is another field"),
+        ("etag", "\"v1\""),
+    ]);
+    strip_response(&mut h);
+    let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, vec!["etag", "x-tracer"]);
+}
