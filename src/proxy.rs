@@ -17,7 +17,7 @@ use crate::metrics::{Decision, Metrics, Outcome};
 use crate::runtime::{Runtime, TenantRuntime};
 use crate::scim::{self, Operation, Resource};
 use crate::telemetry::AccessRecord;
-use crate::upstream::{BoxError, ProxyBody, UpstreamError};
+use crate::upstream::{BoxError, ProxyBody, UpstreamBody, UpstreamError};
 
 /// What the listener knows about the connection a request came in on.
 #[derive(Debug, Clone, Copy)]
@@ -200,7 +200,9 @@ impl Proxy {
 /// Rewrites a ServiceProviderConfig response to advertise the bearer scheme scimgate enforces.
 /// A body that is not a JSON object passes through as it was; one over 1 MiB or that fails
 /// mid-read is a 502.
-async fn advertise_bearer(response: Response<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+async fn advertise_bearer(
+    response: Response<UpstreamBody>,
+) -> Result<Response<ProxyBody>, ProxyError> {
     const MAX: usize = 1024 * 1024;
     let (mut parts, body) = response.into_parts();
     let bytes = Limited::new(body, MAX)
@@ -219,7 +221,7 @@ async fn advertise_bearer(response: Response<Incoming>) -> Result<Response<Proxy
 /// Error bodies are where backends echo request details: read them (bounded) and never relay
 /// one that contains the service account's key. Success bodies stream unread.
 async fn screen_error_body(
-    response: Response<Incoming>,
+    response: Response<UpstreamBody>,
     key: &[u8],
 ) -> Result<Response<ProxyBody>, ProxyError> {
     const MAX: usize = 256 * 1024;

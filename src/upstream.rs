@@ -9,10 +9,7 @@ use http::header::HOST;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
 use crate::config::UpstreamConfig;
@@ -34,9 +31,13 @@ pub enum UpstreamError {
     BodyTooLarge,
 }
 
-/// The pooled client and the target.
+mod pool;
+
+pub use pool::UpstreamBody;
+
+/// The connection pool and the target.
 pub struct Upstream {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>,
+    pool: pool::Pool,
     config: UpstreamConfig,
     /// The `Host` every forwarded request carries, built once: hyper-util would otherwise
     /// format it from the URI on every request.
@@ -55,12 +56,8 @@ impl Upstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(256)
-            .set_host(false)
-            .build(connector);
         Ok(Self {
-            client,
+            pool: pool::Pool::new(connector, config.scheme.clone(), config.authority.clone()),
             host: host_header(&config.authority),
             config: config.clone(),
         })
@@ -76,14 +73,13 @@ impl Upstream {
     pub async fn forward(
         &self,
         mut request: Request<ProxyBody>,
-    ) -> Result<(Response<Incoming>, f64), UpstreamError> {
+    ) -> Result<(Response<UpstreamBody>, f64), UpstreamError> {
         request.headers_mut().insert(HOST, self.host.clone());
         let started = Instant::now();
         let deadline = started + self.config.timeout;
-        let response = tokio::time::timeout_at(deadline, self.client.request(request))
+        let response = tokio::time::timeout_at(deadline, self.pool.send(request))
             .await
-            .map_err(|_| UpstreamError::Timeout)?
-            .map_err(|e| classify(&e))?;
+            .map_err(|_| UpstreamError::Timeout)??;
         Ok((response, started.elapsed().as_secs_f64()))
     }
 }
@@ -130,22 +126,16 @@ fn host_header(authority: &Authority) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("localhost"))
 }
 
-fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
-            return UpstreamError::BodyTooLarge;
-        }
-        source = s.source();
-    }
+/// An error and its sources on one line, for logs (never for callers).
+fn describe(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = e.source();
     while let Some(s) = source {
         text.push_str(": ");
         text.push_str(&s.to_string());
         source = s.source();
     }
-    UpstreamError::Unavailable(text)
+    text
 }
 
 #[cfg(test)]

@@ -1,0 +1,301 @@
+//! The upstream connection pool: keep-alive HTTP/1.1 connections, or one shared HTTP/2
+//! connection when TLS ALPN chose `h2`, for the single backend an `Upstream` talks to.
+//!
+//! hyper's connection API does the HTTP; this file only decides which connection a request
+//! rides. It replaces hyper-util's general client, whose per-request costs (a pool keyed by
+//! scheme and authority, a boxed connect future moved into place, a task spawned per response
+//! to return the connection) came to about a tenth of the proxy's CPU on the benchmark.
+//!
+//! An HTTP/1.1 connection goes back to the idle list when its response body has been read to
+//! the end ([`UpstreamBody`]); a body dropped early takes its connection with it, which hyper
+//! then closes. A request that a connection refused before writing a byte (it had closed
+//! while idle) is retried on a fresh connection: nothing reached the upstream, so any method
+//! may be retried.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::{http1, http2};
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::{ProxyBody, UpstreamError, describe};
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// Idle HTTP/1.1 connections kept per upstream; beyond this a finished connection is closed.
+const MAX_IDLE: usize = 256;
+/// An idle connection older than this is closed instead of reused (hyper-util's default).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Connections to one backend.
+pub struct Pool {
+    connector: Connector,
+    /// `scheme://authority/`: what the connector dials.
+    dial: Uri,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Most recently used last, so the warmest connection is reused first and the stale ones
+    /// collect at the front, where check-in trims them.
+    idle: Mutex<Vec<Idle>>,
+    /// The multiplexed connection, once ALPN has chosen HTTP/2.
+    h2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
+}
+
+struct Idle {
+    sender: http1::SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+/// The response body from the upstream. Reading it to the end returns its HTTP/1.1 connection
+/// to the pool.
+pub struct UpstreamBody {
+    inner: Incoming,
+    checkin: Option<Checkin>,
+}
+
+/// An HTTP/1.1 connection on loan to one response.
+struct Checkin {
+    sender: http1::SendRequest<ProxyBody>,
+    shared: Arc<Shared>,
+}
+
+/// A connection ready for one request.
+enum Conn {
+    H1(http1::SendRequest<ProxyBody>),
+    H2(http2::SendRequest<ProxyBody>),
+}
+
+impl Pool {
+    pub fn new(connector: Connector, scheme: Scheme, authority: Authority) -> Self {
+        let dial = Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query("/")
+            .build()
+            .unwrap_or_default();
+        Self {
+            connector,
+            dial,
+            shared: Arc::new(Shared {
+                idle: Mutex::new(Vec::new()),
+                h2: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Sends `request` (absolute URI, `Host` set) on a pooled or new connection.
+    pub async fn send(
+        &self,
+        mut request: Request<ProxyBody>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        loop {
+            let (conn, fresh) = match self.shared.checkout().await {
+                Some(conn) => (conn, false),
+                None => (self.connect().await?, true),
+            };
+            let refused = match conn {
+                Conn::H2(mut sender) => {
+                    return match sender.send_request(request).await {
+                        Ok(response) => Ok(response.map(|inner| UpstreamBody {
+                            inner,
+                            checkin: None,
+                        })),
+                        Err(e) => Err(upstream_error(&e)),
+                    };
+                }
+                Conn::H1(mut sender) => {
+                    origin_form(&mut request);
+                    match sender.try_send_request(request).await {
+                        Ok(response) => return Ok(self.lend(sender, response)),
+                        Err(mut e) => match e.take_message() {
+                            // Not written: the connection closed while idle. Only a reused
+                            // connection earns a retry; a fresh one failing is the answer.
+                            Some(unsent) if !fresh => unsent,
+                            _ => return Err(upstream_error(e.error())),
+                        },
+                    }
+                }
+            };
+            request = refused;
+        }
+    }
+
+    /// Ties the connection to the response body, or returns it at once when there is no body.
+    fn lend(
+        &self,
+        sender: http1::SendRequest<ProxyBody>,
+        response: Response<Incoming>,
+    ) -> Response<UpstreamBody> {
+        let checkin = Checkin {
+            sender,
+            shared: Arc::clone(&self.shared),
+        };
+        response.map(|inner| {
+            let checkin = if inner.is_end_stream() {
+                checkin.release();
+                None
+            } else {
+                Some(checkin)
+            };
+            UpstreamBody { inner, checkin }
+        })
+    }
+
+    /// Dials the backend (TCP, then TLS with ALPN when https) and starts the connection task.
+    async fn connect(&self) -> Result<Conn, UpstreamError> {
+        let io = self
+            .connector
+            .clone()
+            .call(self.dial.clone())
+            .await
+            .map_err(|e| UpstreamError::Unavailable(describe(e.as_ref())))?;
+        if io.connected().is_negotiated_h2() {
+            let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| upstream_error(&e))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
+                }
+            });
+            *lock(&self.shared.h2) = Some(sender.clone());
+            return Ok(Conn::H2(sender));
+        }
+        let (sender, conn) = http1::handshake(io).await.map_err(|e| upstream_error(&e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(Conn::H1(sender))
+    }
+}
+
+impl Shared {
+    /// The HTTP/2 connection if one is open, else the most recently used idle HTTP/1.1
+    /// connection that is still open and not stale.
+    async fn checkout(&self) -> Option<Conn> {
+        let h2 = lock(&self.h2).clone();
+        if let Some(mut sender) = h2 {
+            if sender.ready().await.is_ok() {
+                return Some(Conn::H2(sender));
+            }
+            *lock(&self.h2) = None;
+        }
+        loop {
+            let Idle { mut sender, since } = lock(&self.idle).pop()?;
+            if since.elapsed() > IDLE_TIMEOUT || sender.is_closed() {
+                continue;
+            }
+            // Returned when its last response ended, so it is ready now or about to be (its
+            // task has yet to run), or it has closed, which ends this wait with an error.
+            if sender.ready().await.is_ok() {
+                return Some(Conn::H1(sender));
+            }
+        }
+    }
+
+    fn checkin(&self, sender: http1::SendRequest<ProxyBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = lock(&self.idle);
+        let stale = idle
+            .iter()
+            .take_while(|i| now.duration_since(i.since) > IDLE_TIMEOUT)
+            .count();
+        idle.drain(..stale);
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle { sender, since: now });
+        }
+    }
+}
+
+impl Checkin {
+    fn release(self) {
+        self.shared.checkin(self.sender);
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            // The body is complete, so the connection is between messages: lend it on.
+            None => this.release(),
+            Some(Ok(_)) if this.inner.is_end_stream() => this.release(),
+            Some(Ok(_)) => {}
+            // A broken body leaves the connection in an unknown state: never reuse it.
+            Some(Err(_)) => this.checkin = None,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl UpstreamBody {
+    fn release(&mut self) {
+        if let Some(checkin) = self.checkin.take() {
+            checkin.release();
+        }
+    }
+}
+
+/// HTTP/1.1 requests go out in origin form (`/path?query`, RFC 9112 §3.2.1); the authority
+/// travels in `Host`.
+fn origin_form(request: &mut Request<ProxyBody>) {
+    let origin = request
+        .uri()
+        .path_and_query()
+        .cloned()
+        .map_or_else(|| Uri::from_static("/"), Uri::from);
+    *request.uri_mut() = origin;
+}
+
+fn upstream_error(e: &hyper::Error) -> UpstreamError {
+    if e.is_timeout() {
+        return UpstreamError::Timeout;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return UpstreamError::BodyTooLarge;
+        }
+        source = s.source();
+    }
+    UpstreamError::Unavailable(describe(e))
+}
+
+/// The pool's lists hold no invariant a panicking holder could break, so a poisoned lock is
+/// simply taken over.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
