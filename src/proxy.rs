@@ -62,9 +62,15 @@ impl Proxy {
         let rt = self.runtime.load_full();
         let request_id = headers::request_id(req.headers());
         let mut record = AccessRecord::new(&req, &request_id, conn.peer);
-        let work = self.authorize_and_forward(&rt, req, conn, &request_id, &mut record);
         let deadline = started + rt.config.server.request_timeout;
-        let result = match tokio::time::timeout_at(deadline, work).await {
+        // The pipeline future is built in its argument slot, not bound first: it is the bulk
+        // of this future, and a named binding costs a copy of it per request.
+        let result = match tokio::time::timeout_at(
+            deadline,
+            self.authorize_and_forward(&rt, req, conn, &request_id, &mut record),
+        )
+        .await
+        {
             Ok(result) => result,
             Err(_) => Err(ProxyError::RequestTimeout),
         };
@@ -129,8 +135,8 @@ impl Proxy {
         rt.header_policy.strip_request(&mut parts.headers);
         headers::set_upstream_headers(&mut parts.headers, &account, &forwarding);
         parts.uri = target;
-        // The caller may have spoken HTTP/2; the upstream connection's protocol is the client's
-        // business (ALPN), and hyper-util refuses an HTTP/2-versioned request on HTTP/1.1.
+        // The caller may have spoken HTTP/2; the upstream connection's protocol is the pool's
+        // business (ALPN), and hyper refuses an HTTP/2-versioned request on HTTP/1.1.
         parts.version = http::Version::HTTP_11;
         let (mut response, upstream_seconds) = trt
             .upstream
@@ -142,13 +148,15 @@ impl Proxy {
         }
         headers::strip_response(response.headers_mut());
         headers::strip_echoed_key(response.headers_mut(), account.key.expose().as_bytes());
+        // The body-reading steps are boxed: they are rare, and inline their futures would
+        // enlarge every request's future, which hyper moves by value.
         if request.resource == Resource::ServiceProviderConfig
             && response.status() == StatusCode::OK
         {
-            return advertise_bearer(response).await;
+            return Box::pin(advertise_bearer(response)).await;
         }
         if response.status().is_client_error() || response.status().is_server_error() {
-            return screen_error_body(response, account.key.expose().as_bytes()).await;
+            return Box::pin(screen_error_body(response, account.key.expose().as_bytes())).await;
         }
         Ok(response.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed()))
     }
@@ -171,7 +179,7 @@ impl Proxy {
         record.identify(&verified);
         let limit = usize::try_from(rt.config.server.max_body_bytes).unwrap_or(usize::MAX);
         let (body, bulk) = if request.operation == Operation::Bulk {
-            let bytes = match Limited::new(body, limit).collect().await {
+            let bytes = match Box::pin(Limited::new(body, limit).collect()).await {
                 Ok(collected) => collected.to_bytes(),
                 Err(e) if e.is::<LengthLimitError>() => {
                     return Err(RequestError::PayloadTooLarge.into());

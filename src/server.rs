@@ -55,7 +55,9 @@ pub async fn serve(
                     let proxy = Arc::clone(&proxy);
                     service_fn(move |req| {
                         let proxy = Arc::clone(&proxy);
-                        async move { Ok::<_, Infallible>(proxy.handle(req, conn).await) }
+                        // Boxed: hyper moves the service future into its connection state by
+                        // value, and the request's future is several KiB.
+                        Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req, conn).await) })
                     })
                 };
                 let (builder, watcher, tls) = (Arc::clone(&builder), graceful.watcher(), tls.clone());

@@ -100,9 +100,11 @@ impl Pool {
         mut request: Request<ProxyBody>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         loop {
+            // Dialling is boxed: its future (TCP, TLS, handshake) is large and seldom runs, and
+            // inline it would enlarge every request's future, which hyper moves by value.
             let (conn, fresh) = match self.shared.checkout().await {
                 Some(conn) => (conn, false),
-                None => (self.connect().await?, true),
+                None => (Box::pin(self.connect()).await?, true),
             };
             let refused = match conn {
                 Conn::H2(mut sender) => {
