@@ -4,8 +4,9 @@
 # Starts an nginx backend (`return 200`, 1 worker), an nginx `proxy_pass` in front of it (1 worker),
 # and scimgate (1 runtime worker thread, local JWKS, one matching rule), then runs
 # `wrk -t1 -c32 -d5s` three times per scenario and reports the median: req/s, p50, p99, CPU µs per
-# request of the proxy process (from /proc/<pid>/stat), peak RSS, non-2xx count, and the ratio to
-# nginx proxy_pass. Writes bench/results.md.
+# request of the proxy process (user + system, from /proc/<pid>/stat), peak RSS, non-2xx count, and
+# the ratios to nginx proxy_pass. Every scenario sends the same request (GET /Users with a bearer
+# token), so the baselines parse and forward the same bytes as scimgate. Writes bench/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -113,22 +114,18 @@ request = function()
 end
 LUA
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }  # user, system
 CLK=$(getconf CLK_TCK)
 nginx_worker() { pgrep -P "$(cat "$WORK/$1/nginx.pid")" | head -n1; }
 
-# run NAME URL PID TOKENS_FILE -> appends "name rps p50 p99 cpu_us non2xx" per repetition
+# run NAME URL PID TOKENS_FILE -> appends "name|rps|p50|p99|user_us|sys_us|non2xx" per repetition
 run() {
-  local name=$1 url=$2 pid=$3 tokens=${4:-}
+  local name=$1 url=$2 pid=$3 tokens=$4
   for rep in $(seq 1 "$REPS"); do
-    local before after out rps reqs p50 p99 errs cpu
-    before=$(cpu_ticks "$pid")
-    if [ -n "$tokens" ]; then
-      out=$(TOKENS_FILE=$tokens wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$WORK/tokens.lua" "$url")
-    else
-      out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$url")
-    fi
-    after=$(cpu_ticks "$pid")
+    local u0 s0 u1 s1 out rps reqs p50 p99 errs user sys
+    read -r u0 s0 < <(cpu_ticks "$pid")
+    out=$(TOKENS_FILE=$tokens wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$WORK/tokens.lua" "$url")
+    read -r u1 s1 < <(cpu_ticks "$pid")
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     reqs=$(awk '/requests in/ {print $1}' <<<"$out")
     p50=$(awk '$1=="50%" {print $2}' <<<"$out")
@@ -136,46 +133,53 @@ run() {
     errs=$(awk '/Non-2xx/ {print $5}' <<<"$out"); errs=${errs:-0}
     sock=$(awk '/Socket errors/ {print $0}' <<<"$out")
     [ -n "$sock" ] && errs="$errs ($sock)"
-    cpu=$(awk -v t=$((after - before)) -v r="$reqs" -v c="$CLK" 'BEGIN { printf "%.1f", t * 1e6 / c / r }')
-    echo "$name|$rps|$p50|$p99|$cpu|$errs" >> "$WORK/raw.txt"
-    echo "  $name rep $rep: $rps req/s, p50 $p50, p99 $p99, $cpu us CPU/req, non-2xx $errs"
+    user=$(awk -v t=$((u1 - u0)) -v r="$reqs" -v c="$CLK" 'BEGIN { printf "%.1f", t * 1e6 / c / r }')
+    sys=$(awk -v t=$((s1 - s0)) -v r="$reqs" -v c="$CLK" 'BEGIN { printf "%.1f", t * 1e6 / c / r }')
+    echo "$name|$rps|$p50|$p99|$user|$sys|$errs" >> "$WORK/raw.txt"
+    echo "  $name rep $rep: $rps req/s, p50 $p50, p99 $p99, CPU/req ${user} us user + ${sys} us sys, non-2xx $errs"
   done
 }
 
 echo "running: wrk -t1 -c$CONNS -d$DURATION x$REPS per scenario"
-run "direct backend (nginx return 200)" "http://127.0.0.1:$BACKEND/Users" "$(nginx_worker backend)"
-run "nginx proxy_pass (no auth)" "http://127.0.0.1:$NGPROXY/Users" "$(nginx_worker proxy)"
+run "direct backend (nginx return 200)" "http://127.0.0.1:$BACKEND/Users" "$(nginx_worker backend)" "$WORK/one.txt"
+run "nginx proxy_pass (no auth)" "http://127.0.0.1:$NGPROXY/Users" "$(nginx_worker proxy)" "$WORK/one.txt"
 run "scimgate, one valid token" "http://127.0.0.1:$GATEWAY/Users" "$GATEWAY_PID" "$WORK/one.txt"
 run "scimgate, $TOKENS rotating tokens" "http://127.0.0.1:$GATEWAY/Users" "$GATEWAY_PID" "$WORK/tokens.txt"
-RSS=$(awk '/VmHWM/ {print $2/1024 " MiB"}' "/proc/$GATEWAY_PID/status")
+RSS=$(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$GATEWAY_PID/status")
 
 python3 - "$WORK/raw.txt" "$RSS" "$ROOT/bench/results.md" "$DURATION" "$REPS" "$CONNS" <<'PY'
-import sys, statistics, platform, os, datetime, subprocess
+import sys, platform, os, datetime
 raw, rss, out, duration, reps, conns = sys.argv[1:7]
 rows = {}
 for line in open(raw):
-    name, rps, p50, p99, cpu, errs = line.rstrip("\n").split("|")
-    rows.setdefault(name, []).append((float(rps), p50, p99, float(cpu), errs))
+    name, rps, p50, p99, user, sys_, errs = line.rstrip("\n").split("|")
+    rows.setdefault(name, []).append((float(rps), p50, p99, float(user), float(sys_), errs))
 def median_row(runs):
-    runs = sorted(runs, key=lambda r: r[0])
-    return runs[len(runs) // 2], sum(int(r[4].split()[0]) for r in runs)
+    """The run with the median req/s, and the non-2xx count over all runs."""
+    ordered = sorted(runs, key=lambda r: r[0])
+    return ordered[len(ordered) // 2], sum(int(r[5].split()[0]) for r in runs)
 names = list(rows)
-nginx_rps = median_row(rows[names[1]])[0][0]
+nginx = median_row(rows[names[1]])[0]
+nginx_rps, nginx_cpu = nginx[0], nginx[3] + nginx[4]
 cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
 lines = [
     "# scimgate benchmark results", "",
     f"Machine: {os.cpu_count()} cores, {cpu_model}, Linux {platform.release()}; "
     f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
-    f"Load: `wrk -t1 -c{conns} -d{duration}`, median of {reps} runs, loopback; backend nginx `return 200` (1 worker); "
+    f"Load: `wrk -t1 -c{conns} -d{duration}`, median of {reps} runs, loopback, every scenario `GET /Users` with "
+    "the same bearer token (the rotating row: 5000 distinct tokens); backend nginx `return 200` (1 worker); "
     "nginx proxy 1 worker with upstream keepalive; scimgate `worker_threads = 1`, ES256 tokens, token cache on.", "",
-    "| scenario | req/s | p50 | p99 | CPU µs/req (proxy process) | non-2xx (all runs) | req/s vs nginx proxy |",
-    "|---|---:|---:|---:|---:|---:|---:|",
+    "| scenario | req/s | p50 | p99 | CPU µs/req | user + sys µs | non-2xx (all runs) | req/s vs nginx proxy | CPU vs nginx proxy |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
 ]
 for name in names:
-    (rps, p50, p99, cpu, _), errs = median_row(rows[name])
-    lines.append(f"| {name} | {rps:,.0f} | {p50} | {p99} | {cpu} | {errs} | {rps / nginx_rps:.2f}x |")
+    (rps, p50, p99, user, sys_, _), errs = median_row(rows[name])
+    cpu = user + sys_
+    lines.append(f"| {name} | {rps:,.0f} | {p50} | {p99} | {cpu:.1f} | {user:.1f} + {sys_:.1f} | {errs} | "
+                 f"{rps / nginx_rps:.2f}x | {cpu / nginx_cpu:.2f}x |")
 lines += ["", f"scimgate peak RSS (VmHWM) after all runs: {rss}.", "",
-          "CPU µs/req for the direct row is the backend nginx worker; for the proxy rows, the proxy process alone.",
+          "CPU µs/req is the serving process alone, from /proc/<pid>/stat ticks over the run divided by requests: "
+          "the nginx worker for the first two rows, scimgate for the others.",
           "Reproduce: `bash bench/run.sh` (see bench/README.md)."]
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
