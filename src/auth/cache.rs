@@ -5,6 +5,11 @@
 //! generation it was verified under and is ignored once the keys change; `exp` and `nbf` are
 //! re-checked on every hit, so the cache never extends a token's life. Failures are never cached.
 //! One cache belongs to one config generation, so a reload starts empty.
+//!
+//! Bounded by entry count and by weight at once: every entry weighs at least [`ENTRY_WEIGHT`]
+//! (more when its token is large) against a capacity of `jwt.token_cache_size` × that weight,
+//! so the cache never holds more than `token_cache_size` entries, nor more than that many
+//! typical entries' worth of memory when callers present large tokens.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +22,11 @@ use super::verify::VerifiedToken;
 /// Entries are dropped after this long even if the token lives longer.
 const MAX_ENTRY_AGE: Duration = Duration::from_secs(600);
 
+/// The least an entry weighs: a typical token's parsed claims, key and bookkeeping fit in it.
+pub const ENTRY_WEIGHT: u32 = 4096;
+/// Parsed claims take about this many bytes per byte of token (base64 text, then a JSON map).
+const BYTES_PER_TOKEN_BYTE: u32 = 3;
+
 /// The cache key: the token's SHA-256.
 pub type TokenKey = [u8; 32];
 
@@ -25,6 +35,7 @@ struct Entry {
     jwks_generation: u64,
     exp: f64,
     nbf: Option<f64>,
+    weight: u32,
 }
 
 /// A bounded map from token digest to verified claims; a size of 0 disables it.
@@ -37,7 +48,8 @@ impl TokenCache {
     pub fn new(capacity: u64, leeway: Duration) -> Self {
         let entries = (capacity > 0).then(|| {
             moka::sync::Cache::builder()
-                .max_capacity(capacity)
+                .weigher(|_, entry: &Arc<Entry>| entry.weight)
+                .max_capacity(capacity.saturating_mul(u64::from(ENTRY_WEIGHT)))
                 .time_to_live(MAX_ENTRY_AGE)
                 .build()
         });
@@ -73,8 +85,15 @@ impl TokenCache {
         }
     }
 
-    /// Remembers a token that passed every check under `jwks_generation`.
-    pub fn insert(&self, key: TokenKey, token: &VerifiedToken, jwks_generation: u64) {
+    /// Remembers a token (`token_len` bytes long) that passed every check under
+    /// `jwks_generation`.
+    pub fn insert(
+        &self,
+        key: TokenKey,
+        token: &VerifiedToken,
+        token_len: usize,
+        jwks_generation: u64,
+    ) {
         let Some(entries) = &self.entries else {
             return;
         };
@@ -89,9 +108,25 @@ impl TokenCache {
                 jwks_generation,
                 exp,
                 nbf,
+                weight: weight(token_len),
             }),
         );
     }
+
+    /// Entries and total weight, after pending evictions (for tests and diagnostics).
+    pub fn usage(&self) -> (u64, u64) {
+        self.entries.as_ref().map_or((0, 0), |entries| {
+            entries.run_pending_tasks();
+            (entries.entry_count(), entries.weighted_size())
+        })
+    }
+}
+
+fn weight(token_len: usize) -> u32 {
+    u32::try_from(token_len)
+        .unwrap_or(u32::MAX)
+        .saturating_mul(BYTES_PER_TOKEN_BYTE)
+        .max(ENTRY_WEIGHT)
 }
 
 #[cfg(test)]
@@ -118,7 +153,7 @@ mod tests {
     fn hit_returns_the_same_claims() {
         let cache = TokenCache::new(10, Duration::ZERO);
         let key = TokenCache::key("a.b.c");
-        cache.insert(key, &verified(1_000, None), 7);
+        cache.insert(key, &verified(1_000, None), 5, 7);
         let hit = cache.get(&key, 7, 900).unwrap();
         assert_eq!(hit.claims["exp"], 1_000);
         assert!(
@@ -131,14 +166,14 @@ mod tests {
     fn expiry_and_nbf_are_rechecked_on_every_hit() {
         let cache = TokenCache::new(10, Duration::from_secs(30));
         let key = TokenCache::key("t");
-        cache.insert(key, &verified(1_000, Some(500)), 1);
+        cache.insert(key, &verified(1_000, Some(500)), 1, 1);
         assert!(cache.get(&key, 1, 1_030).is_some(), "within leeway");
         assert!(cache.get(&key, 1, 1_031).is_none(), "expired while cached");
         assert!(
             cache.get(&key, 1, 900).is_none(),
             "an expired entry is dropped, not resurrected"
         );
-        cache.insert(key, &verified(1_000, Some(500)), 1);
+        cache.insert(key, &verified(1_000, Some(500)), 1, 1);
         assert!(cache.get(&key, 1, 400).is_none(), "not yet valid");
     }
 
@@ -146,7 +181,7 @@ mod tests {
     fn new_key_set_invalidates() {
         let cache = TokenCache::new(10, Duration::ZERO);
         let key = TokenCache::key("t");
-        cache.insert(key, &verified(1_000, None), 1);
+        cache.insert(key, &verified(1_000, None), 1, 1);
         assert!(cache.get(&key, 2, 900).is_none());
     }
 
@@ -155,7 +190,42 @@ mod tests {
         let cache = TokenCache::new(0, Duration::ZERO);
         assert!(!cache.is_enabled());
         let key = TokenCache::key("t");
-        cache.insert(key, &verified(1_000, None), 1);
+        cache.insert(key, &verified(1_000, None), 1, 1);
         assert!(cache.get(&key, 1, 900).is_none());
+    }
+
+    #[test]
+    fn bounded_by_entry_count_and_by_weight() {
+        let cache = TokenCache::new(10, Duration::ZERO);
+        for i in 0..50 {
+            cache.insert(
+                TokenCache::key(&format!("small-{i}")),
+                &verified(1_000, None),
+                600,
+                1,
+            );
+        }
+        let (entries, weight) = cache.usage();
+        assert!((5..=10).contains(&entries), "{entries} entries in a cache of 10");
+        assert!(weight <= 10 * u64::from(ENTRY_WEIGHT));
+
+        let cache = TokenCache::new(10, Duration::ZERO);
+        for i in 0..50 {
+            // 8 KiB tokens (the bearer limit) weigh six typical entries each.
+            cache.insert(
+                TokenCache::key(&format!("big-{i}")),
+                &verified(1_000, None),
+                8192,
+                1,
+            );
+        }
+        let (entries, weight) = cache.usage();
+        assert!(
+            entries <= 1,
+            "{entries} large entries where 10 typical ones fit"
+        );
+        assert!(weight <= 10 * u64::from(ENTRY_WEIGHT));
+        assert_eq!(super::weight(600), ENTRY_WEIGHT);
+        assert_eq!(super::weight(8192), 3 * 8192);
     }
 }

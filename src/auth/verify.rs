@@ -124,7 +124,8 @@ impl Verifier {
             alg: header.alg,
             digest,
         };
-        self.cache.insert(digest, &verified, keys.generation);
+        self.cache
+            .insert(digest, &verified, token.len(), keys.generation);
         Ok(verified)
     }
 }
