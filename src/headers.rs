@@ -5,6 +5,7 @@
 //! forwarding and method-override headers), *then* add ours, so a client cannot make us drop
 //! a header we set (RFC 9110 §7.6.1; threats T20–T24).
 
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -128,8 +129,14 @@ impl HeaderPolicy {
 pub fn set_upstream_headers(headers: &mut HeaderMap, account: &ServiceAccount, fwd: &Forwarding) {
     headers.insert(account.header.clone(), account.value.clone());
     headers.insert(REQUEST_ID, fwd.request_id.clone());
-    if let Ok(ip) = HeaderValue::from_str(&fwd.peer_ip.to_string()) {
-        headers.insert(X_FORWARDED_FOR, ip);
+    // Formatted on the stack: the longest IPv6 text is 45 bytes.
+    let mut text = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut text[..]);
+    if write!(cursor, "{}", fwd.peer_ip).is_ok() {
+        let len = usize::try_from(cursor.position()).unwrap_or(0);
+        if let Ok(ip) = HeaderValue::from_bytes(&text[..len]) {
+            headers.insert(X_FORWARDED_FOR, ip);
+        }
     }
     headers.insert(
         X_FORWARDED_PROTO,

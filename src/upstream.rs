@@ -4,6 +4,8 @@
 //! and query: nothing the caller sends can change where the API key goes (threats T26). Bodies
 //! stream both ways; redirects are returned to the caller, never followed.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery};
@@ -96,26 +98,30 @@ pub fn target_uri(
     if !path.is_empty() && !path.starts_with('/') {
         return None;
     }
-    let base = match account {
-        Some(account) => config.base_path.replace("{account}", account),
-        None => config.base_path.clone(),
+    // Only a `{account}` tenant builds its base per request; otherwise the configured base is
+    // borrowed, and the one allocation is the joined target itself.
+    let base: Cow<'_, str> = match account {
+        Some(account) => Cow::Owned(config.base_path.replace("{account}", account)),
+        None => Cow::Borrowed(&config.base_path),
     };
     let base = if base.is_empty() && path.is_empty() {
         "/"
     } else {
         &base
     };
-    let joined = match query {
-        Some(q) => format!("{base}{path}?{q}"),
-        None => format!("{base}{path}"),
-    };
-    let path_and_query = PathAndQuery::try_from(joined).ok()?;
-    Uri::builder()
-        .scheme(config.scheme.clone())
-        .authority(config.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .ok()
+    let mut joined =
+        String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    joined.push_str(base);
+    joined.push_str(path);
+    if let Some(q) = query {
+        joined.push('?');
+        joined.push_str(q);
+    }
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(config.scheme.clone());
+    parts.authority = Some(config.authority.clone());
+    parts.path_and_query = Some(PathAndQuery::try_from(joined).ok()?);
+    Uri::from_parts(parts).ok()
 }
 
 /// `Host` for the configured authority, exactly as written in `upstream.url` (validation refuses

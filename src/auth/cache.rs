@@ -206,7 +206,10 @@ mod tests {
             );
         }
         let (entries, weight) = cache.usage();
-        assert!((5..=10).contains(&entries), "{entries} entries in a cache of 10");
+        assert!(
+            (5..=10).contains(&entries),
+            "{entries} entries in a cache of 10"
+        );
         assert!(weight <= 10 * u64::from(ENTRY_WEIGHT));
 
         let cache = TokenCache::new(10, Duration::ZERO);

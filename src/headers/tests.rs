@@ -189,3 +189,26 @@ fn connection_tokens_match_whatever_their_case_and_spacing() {
     names.sort_unstable();
     assert_eq!(names, vec!["etag", "x-tracer"]);
 }
+
+#[test]
+fn forwarded_for_carries_the_full_peer_address() {
+    let key = account("x-api-key", "SENTINEL");
+    for (ip, text) in [
+        (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)), "10.0.0.7"),
+        (
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+                .parse()
+                .unwrap(),
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ),
+        ("2001:db8::1".parse().unwrap(), "2001:db8::1"),
+    ] {
+        let mut h = HeaderMap::new();
+        let fwd = Forwarding {
+            peer_ip: ip,
+            ..forwarding()
+        };
+        set_upstream_headers(&mut h, &key, &fwd);
+        assert_eq!(h["x-forwarded-for"], text);
+    }
+}
