@@ -2,7 +2,8 @@
 # scimgate benchmark: one command, loopback only, about 2 minutes.
 #
 # Starts an nginx backend (`return 200`, 1 worker), an nginx `proxy_pass` in front of it (1 worker),
-# and scimgate (1 runtime worker thread, local JWKS, one matching rule), then runs
+# a bare hyper proxy (examples/bare_proxy.rs: scimgate's HTTP stack with no pipeline, the framework
+# floor), and scimgate (1 runtime worker thread, local JWKS, one matching rule), then runs
 # `wrk -t1 -c32 -d5s` three times per scenario and reports the median: req/s, p50, p99, CPU µs per
 # request of the proxy process (user + system, from /proc/<pid>/stat), peak RSS, non-2xx count, and
 # the ratios to nginx proxy_pass. Every scenario sends the same request (GET /Users with a bearer
@@ -19,7 +20,7 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
   echo "installing nginx and wrk (apt)"
   apt-get update -qq && apt-get install -y -qq nginx wrk >/dev/null
 fi
-cargo build --release ${BENCH_LOCKED---locked} --quiet --bin scimgate --example mint
+cargo build --release ${BENCH_LOCKED---locked} --quiet --bin scimgate --example mint --example bare_proxy
 BIN=$ROOT/target/release/scimgate
 
 WORK=$(mktemp -d /tmp/scimgate-bench.XXXXXX)
@@ -41,7 +42,7 @@ wait_port() {
   echo "nothing listens on port $1" >&2; return 1
 }
 
-BACKEND=$(free_port); NGPROXY=$(free_port); GATEWAY=$(free_port); ADMIN=$(free_port)
+BACKEND=$(free_port); NGPROXY=$(free_port); BARE=$(free_port); GATEWAY=$(free_port); ADMIN=$(free_port)
 "$ROOT/target/release/examples/mint" "$WORK" "$TOKENS" "http://127.0.0.1:$BACKEND"
 head -n1 "$WORK/tokens.txt" > "$WORK/one.txt"
 chmod 644 "$WORK/jwks.json"
@@ -68,6 +69,9 @@ nginx_conf proxy "upstream b { server 127.0.0.1:$BACKEND; keepalive 64; } server
 nginx -p "$WORK/backend" -c "$WORK/backend/nginx.conf" & PIDS+=($!)
 nginx -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf" & PIDS+=($!)
 wait_port "$BACKEND"; wait_port "$NGPROXY"
+"$ROOT/target/release/examples/bare_proxy" "$BARE" "127.0.0.1:$BACKEND" & PIDS+=($!)
+BARE_PID=$!
+wait_port "$BARE"
 
 printf 'bench-key-%s' "$RANDOM$RANDOM" > "$WORK/key"; chmod 600 "$WORK/key"
 cat > "$WORK/scimgate.toml" <<CONF
@@ -143,6 +147,7 @@ run() {
 echo "running: wrk -t1 -c$CONNS -d$DURATION x$REPS per scenario"
 run "direct backend (nginx return 200)" "http://127.0.0.1:$BACKEND/Users" "$(nginx_worker backend)" "$WORK/one.txt"
 run "nginx proxy_pass (no auth)" "http://127.0.0.1:$NGPROXY/Users" "$(nginx_worker proxy)" "$WORK/one.txt"
+run "bare hyper proxy (no auth; examples/bare_proxy.rs)" "http://127.0.0.1:$BARE/Users" "$BARE_PID" "$WORK/one.txt"
 run "scimgate, one valid token" "http://127.0.0.1:$GATEWAY/Users" "$GATEWAY_PID" "$WORK/one.txt"
 run "scimgate, $TOKENS rotating tokens" "http://127.0.0.1:$GATEWAY/Users" "$GATEWAY_PID" "$WORK/tokens.txt"
 RSS=$(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$GATEWAY_PID/status")
@@ -179,7 +184,7 @@ for name in names:
                  f"{rps / nginx_rps:.2f}x | {cpu / nginx_cpu:.2f}x |")
 lines += ["", f"scimgate peak RSS (VmHWM) after all runs: {rss}.", "",
           "CPU µs/req is the serving process alone, from /proc/<pid>/stat ticks over the run divided by requests: "
-          "the nginx worker for the first two rows, scimgate for the others.",
+          "the nginx worker for the first two rows, the bare proxy for the third, scimgate for the others.",
           "Reproduce: `bash bench/run.sh` (see bench/README.md)."]
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
