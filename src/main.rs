@@ -10,8 +10,8 @@ use scimgate::config::{Config, Secrets};
 use tokio::sync::watch;
 
 /// mimalloc's per-thread free lists: the request path allocates and frees many small buffers
-/// (header maps, body frames, task cells), and glibc's malloc cost about a tenth of the proxy's
-/// CPU per request on the benchmark (bench/README.md).
+/// (header maps, body frames, task cells), and glibc's malloc took about a tenth of the proxy's
+/// user-space CPU per request on the benchmark (bench/README.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -41,8 +41,8 @@ pub use pool::UpstreamBody;
 pub struct Upstream {
     pool: pool::Pool,
     config: UpstreamConfig,
-    /// The `Host` every forwarded request carries, built once: hyper-util would otherwise
-    /// format it from the URI on every request.
+    /// The `Host` every forwarded request carries, built once per config (hyper's connection
+    /// API sends none of its own).
     host: HeaderValue,
 }
 

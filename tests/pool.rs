@@ -199,16 +199,21 @@ async fn concurrently(gw: &Arc<Gateway>, token: &str, n: usize) {
     }
 }
 
+/// `n` requests one after another; every one must answer 200 with the backend's body.
+async fn sequentially(gw: &Gateway, token: &str, n: usize) {
+    for i in 0..n {
+        let r = gw.get(&format!("/Users?i={i}"), Some(token)).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(r.body, BODY);
+    }
+}
+
 #[tokio::test]
 async fn sequential_requests_reuse_one_keep_alive_connection() {
     let backend = Backend::start(Mode::KeepAlive).await;
     let (_jwks, gw, _dir) = gateway_for(&backend).await;
     let token = Token::new().sign(rsa_key());
-    for i in 0..25 {
-        let r = gw.get(&format!("/Users?i={i}"), Some(&token)).await;
-        assert_eq!(r.status, 200, "request {i}: {}", r.text());
-        assert_eq!(r.body, BODY);
-    }
+    sequentially(&gw, &token, 25).await;
     assert_eq!(
         backend.connections(),
         1,
@@ -233,15 +238,7 @@ async fn connection_close_answers_are_never_reused() {
     let backend = Backend::start(Mode::CloseEach).await;
     let (_jwks, gw, _dir) = gateway_for(&backend).await;
     let token = Token::new().sign(rsa_key());
-    for i in 0..10 {
-        let r = gw.get("/Users", Some(&token)).await;
-        assert_eq!(
-            r.status,
-            200,
-            "request {i} after a closed connection: {}",
-            r.text()
-        );
-    }
+    sequentially(&gw, &token, 10).await;
     assert_eq!(
         backend.connections(),
         10,
@@ -278,10 +275,7 @@ async fn an_https_backend_that_chooses_h2_gets_one_multiplexed_connection() {
     let (_jwks, gw, _dir) = gateway_for(&backend).await;
     let gw = Arc::new(gw);
     let token = Token::new().sign(rsa_key());
-    for i in 0..5 {
-        let r = gw.get(&format!("/Users?i={i}"), Some(&token)).await;
-        assert_eq!(r.status, 200, "request {i}: {}", r.text());
-    }
+    sequentially(&gw, &token, 5).await;
     concurrently(&gw, &token, 20).await;
     assert_eq!(
         backend.connections(),

@@ -113,8 +113,9 @@ impl TokenCache {
         );
     }
 
-    /// Entries and total weight, after pending evictions (for tests and diagnostics).
-    pub fn usage(&self) -> (u64, u64) {
+    /// Entries and total weight, after pending evictions.
+    #[cfg(test)]
+    fn usage(&self) -> (u64, u64) {
         self.entries.as_ref().map_or((0, 0), |entries| {
             entries.run_pending_tasks();
             (entries.entry_count(), entries.weighted_size())
@@ -194,35 +195,27 @@ mod tests {
         assert!(cache.get(&key, 1, 900).is_none());
     }
 
-    #[test]
-    fn bounded_by_entry_count_and_by_weight() {
+    /// A cache of 10 typical entries after 50 distinct tokens of `token_len` bytes.
+    fn filled(token_len: usize) -> (u64, u64) {
         let cache = TokenCache::new(10, Duration::ZERO);
         for i in 0..50 {
-            cache.insert(
-                TokenCache::key(&format!("small-{i}")),
-                &verified(1_000, None),
-                600,
-                1,
-            );
+            let key = TokenCache::key(&format!("{token_len}-{i}"));
+            cache.insert(key, &verified(1_000, None), token_len, 1);
         }
-        let (entries, weight) = cache.usage();
+        cache.usage()
+    }
+
+    #[test]
+    fn bounded_by_entry_count_and_by_weight() {
+        let (entries, weight) = filled(600);
         assert!(
             (5..=10).contains(&entries),
             "{entries} entries in a cache of 10"
         );
         assert!(weight <= 10 * u64::from(ENTRY_WEIGHT));
 
-        let cache = TokenCache::new(10, Duration::ZERO);
-        for i in 0..50 {
-            // 8 KiB tokens (the bearer limit) weigh six typical entries each.
-            cache.insert(
-                TokenCache::key(&format!("big-{i}")),
-                &verified(1_000, None),
-                8192,
-                1,
-            );
-        }
-        let (entries, weight) = cache.usage();
+        // 8 KiB tokens (the bearer limit) weigh six typical entries each.
+        let (entries, weight) = filled(8192);
         assert!(
             entries <= 1,
             "{entries} large entries where 10 typical ones fit"
