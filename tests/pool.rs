@@ -7,6 +7,7 @@ mod support;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, Version};
@@ -16,6 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use support::hostile::Resetter;
 use support::{Gateway, GatewayConfig, JwksServer, Token, mint, rsa_key};
 use tokio::net::TcpListener;
 
@@ -231,6 +233,7 @@ async fn sequential_requests_reuse_one_keep_alive_connection() {
         assert_eq!(s.authority, backend.addr.to_string());
         assert_eq!(s.authorization, format!("Bearer {}", gw.sentinel()));
     }
+    gw.assert_logs_free_of(&[&token]);
 }
 
 #[tokio::test]
@@ -290,4 +293,37 @@ async fn an_https_backend_that_chooses_h2_gets_one_multiplexed_connection() {
         assert!(s.target.starts_with("/scim/v2/Users?i="), "{}", s.target);
         assert_eq!(s.authorization, format!("Bearer {}", gw.sentinel()));
     }
+}
+
+#[tokio::test]
+async fn a_written_request_is_never_resent_and_its_secrets_stay_out_of_the_logs() {
+    let resetter = Resetter::start().await;
+    let jwks = JwksServer::start(mint::jwks(&[rsa_key()])).await;
+    let gw = Gateway::start(GatewayConfig::new(&resetter.url(), &jwks.url())).await;
+    let token = Token::new().sign(rsa_key());
+    let auth = format!("Bearer {token}");
+    for _ in 0..3 {
+        let r = gw
+            .request(
+                "POST",
+                "/Users",
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/scim+json"),
+                ],
+                Bytes::from_static(br#"{"userName":"a"}"#),
+            )
+            .await;
+        r.assert_scim_error(502);
+    }
+    assert_eq!(
+        resetter.requests(),
+        3,
+        "each POST reached the upstream once: a written request is not retried"
+    );
+    // The access lines (debug logging is on) carry the upstream error text; neither they nor
+    // the pool's own debug lines may hold the caller's token or the service account's key.
+    gw.wait_for_logs(|l| l.contains("\"status\":502"), 3, Duration::from_secs(5))
+        .await;
+    gw.assert_logs_free_of(&[&token]);
 }
