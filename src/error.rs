@@ -5,12 +5,12 @@
 
 use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 
 use crate::auth::AuthError;
+use crate::body::ProxyBody;
 use crate::metrics::Outcome;
 use crate::scim;
-use crate::upstream::{ProxyBody, UpstreamError};
+use crate::upstream::UpstreamError;
 
 /// Everything that can end a request early, at the request boundary.
 #[derive(Debug, thiserror::Error)]
@@ -168,10 +168,10 @@ impl ProxyError {
     /// The SCIM error response for this failure. The detail is generic: specifics go to the log.
     pub fn into_response(self) -> Response<ProxyBody> {
         let parts = self.parts();
-        let body = Full::new(scim::error_body(parts.status, parts.detail))
-            .map_err(|never| match never {})
-            .boxed();
-        let mut response = Response::new(body);
+        let mut response = Response::new(ProxyBody::full(scim::error_body(
+            parts.status,
+            parts.detail,
+        )));
         *response.status_mut() = parts.status;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(scim::CONTENT_TYPE));

@@ -267,9 +267,11 @@ impl Metrics {
             .inc();
     }
 
-    /// Rule names come from the validated config: a fixed set.
-    pub fn rule_match(&self, rule: &str) {
-        self.rule_matches.with_label_values(&[rule]).inc();
+    /// The counter of one rule's matches. Rule names come from the validated config, a fixed
+    /// set; the runtime resolves each once per config generation, so a request's increment is
+    /// one atomic add, and every rule's series is exported (at 0) from the start.
+    pub fn rule_counter(&self, rule: &str) -> IntCounter {
+        self.rule_matches.with_label_values(&[rule])
     }
 
     pub fn jwks_fetch(&self, result: JwksResult) {

@@ -1,14 +1,18 @@
 //! The request pipeline, steps 1–6 in one place (see the crate docs for the diagram).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
+use tokio::time::Instant;
 
 use crate::auth::{AuthError, bearer, policy};
+use crate::body::ProxyBody;
 use crate::config::Rule;
 use crate::config::{PrefixMatch, Tenant};
 use crate::error::{ProxyError, RequestError};
@@ -17,7 +21,7 @@ use crate::metrics::{Decision, Metrics, Outcome};
 use crate::runtime::{Runtime, TenantRuntime};
 use crate::scim::{self, Operation, Resource};
 use crate::telemetry::AccessRecord;
-use crate::upstream::{BoxError, ProxyBody, UpstreamBody, UpstreamError};
+use crate::upstream::{UpstreamBody, UpstreamError};
 
 /// What the listener knows about the connection a request came in on.
 #[derive(Debug, Clone, Copy)]
@@ -58,22 +62,17 @@ impl Proxy {
     /// Runs one request through the pipeline and always produces a response (step 6 here:
     /// metrics and the access line are written once, where the outcome is known).
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
-        let started = tokio::time::Instant::now();
+        let started = Instant::now();
         let rt = self.runtime.load_full();
         let request_id = headers::request_id(req.headers());
         let mut record = AccessRecord::new(&req, &request_id, conn.peer);
+        // `server.request_timeout` bounds the pipeline up to the response head. Only the steps
+        // that can wait are timed against it (see `within`), so a request that never waits
+        // arms one timer, the upstream's.
         let deadline = started + rt.config.server.request_timeout;
-        // The pipeline future is built in its argument slot, not bound first: it is the bulk
-        // of this future, and a named binding costs a copy of it per request.
-        let result = match tokio::time::timeout_at(
-            deadline,
-            self.authorize_and_forward(&rt, req, conn, &request_id, &mut record),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(ProxyError::RequestTimeout),
-        };
+        let result = self
+            .authorize_and_forward(&rt, req, conn, &request_id, &mut record, deadline)
+            .await;
         let (outcome, mut response) = match result {
             Ok(response) => (Outcome::Forwarded, response),
             Err(error) => {
@@ -98,6 +97,7 @@ impl Proxy {
         conn: ConnInfo,
         request_id: &HeaderValue,
         record: &mut AccessRecord,
+        deadline: Instant,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let route = rt
             .route(req.uri().path())
@@ -111,12 +111,12 @@ impl Proxy {
         record.classify(&request);
         let (mut parts, body) = req.into_parts();
         let (account, body) = match self
-            .authorize(rt, tenant, trt, &parts, &request, body, record)
+            .authorize(rt, tenant, trt, &parts, &request, body, record, deadline)
             .await
         {
             Ok((rule, body)) => {
                 self.metrics.auth_decision(Decision::Allow, "ok");
-                self.metrics.rule_match(&rule.name);
+                trt.rule_matched(tenant, rule);
                 (Arc::clone(&rule.account), body)
             }
             Err(Refused::Auth(e)) => {
@@ -125,6 +125,7 @@ impl Proxy {
                 return Err(e.into());
             }
             Err(Refused::Request(e)) => return Err(e.into()),
+            Err(Refused::Timeout) => return Err(ProxyError::RequestTimeout),
         };
         let forwarding = Forwarding {
             peer_ip: conn.peer.ip(),
@@ -138,10 +139,21 @@ impl Proxy {
         // The caller may have spoken HTTP/2; the upstream connection's protocol is the pool's
         // business (ALPN), and hyper refuses an HTTP/2-versioned request on HTTP/1.1.
         parts.version = http::Version::HTTP_11;
-        let (mut response, upstream_seconds) = trt
-            .upstream
-            .forward(Request::from_parts(parts, body))
-            .await?;
+        let upstream_request = Request::from_parts(parts, body);
+        let sent = Instant::now();
+        // The upstream's own timer bounds the exchange; the request's deadline needs a second
+        // one only when it falls first (a short request_timeout, or a slow request body). The
+        // exchange future is built where it is awaited: moving it would copy it.
+        let (mut response, upstream_seconds) = if deadline < sent + trt.upstream.timeout() {
+            Box::pin(tokio::time::timeout_at(
+                deadline,
+                trt.upstream.forward(upstream_request, sent),
+            ))
+            .await
+            .map_err(|_| ProxyError::RequestTimeout)??
+        } else {
+            trt.upstream.forward(upstream_request, sent).await?
+        };
         self.metrics.upstream(upstream_seconds);
         if response.status() == StatusCode::UNAUTHORIZED {
             return Err(ProxyError::UpstreamRejectedCredential);
@@ -153,12 +165,17 @@ impl Proxy {
         if request.resource == Resource::ServiceProviderConfig
             && response.status() == StatusCode::OK
         {
-            return Box::pin(advertise_bearer(response)).await;
+            return within(deadline, Box::pin(advertise_bearer(response)))
+                .await
+                .unwrap_or(Err(ProxyError::RequestTimeout));
         }
         if response.status().is_client_error() || response.status().is_server_error() {
-            return Box::pin(screen_error_body(response, account.key.expose().as_bytes())).await;
+            let key = account.key.expose().as_bytes();
+            return within(deadline, Box::pin(screen_error_body(response, key)))
+                .await
+                .unwrap_or(Err(ProxyError::RequestTimeout));
         }
-        Ok(response.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed()))
+        Ok(response.map(ProxyBody::Upstream))
     }
 
     /// Steps 1–3: bearer token, verification, rule. The body is only read for `/Bulk` (after the
@@ -173,13 +190,20 @@ impl Proxy {
         request: &scim::Classified,
         body: Incoming,
         record: &mut AccessRecord,
+        deadline: Instant,
     ) -> Result<(&'rt Rule, ProxyBody), Refused> {
         let token = bearer::bearer_token(&parts.headers)?;
-        let verified = trt.verifier.verify(token).await?;
+        let verified = match trt.verifier.lookup(token) {
+            Ok(hit) => hit,
+            // A miss checks a signature and may wait for keys: timed, and boxed because it is
+            // large and rare next to the hits.
+            Err(miss) => Box::pin(within(deadline, trt.verifier.verify(token, miss))).await??,
+        };
         record.identify(&verified);
         let limit = usize::try_from(rt.config.server.max_body_bytes).unwrap_or(usize::MAX);
         let (body, bulk) = if request.operation == Operation::Bulk {
-            let bytes = match Box::pin(Limited::new(body, limit).collect()).await {
+            let collect = Box::pin(Limited::new(body, limit).collect());
+            let bytes = match within(deadline, collect).await? {
                 Ok(collected) => collected.to_bytes(),
                 Err(e) if e.is::<LengthLimitError>() => {
                     return Err(RequestError::PayloadTooLarge.into());
@@ -187,17 +211,9 @@ impl Proxy {
                 Err(_) => return Err(RequestError::InvalidBulk.into()),
             };
             let ops = scim::bulk_operations(&bytes).map_err(|_| RequestError::InvalidBulk)?;
-            (
-                Full::new(bytes).map_err(|never| match never {}).boxed(),
-                ops,
-            )
+            (ProxyBody::full(bytes), ops)
         } else {
-            (
-                Limited::new(body, limit)
-                    .map_err(|e| -> BoxError { e })
-                    .boxed(),
-                Vec::new(),
-            )
+            (ProxyBody::Caller(Limited::new(body, limit)), Vec::new())
         };
         let rule = policy::authorize(&tenant.rules, &verified.claims, request, &bulk)?;
         record.allow(&rule.name, &rule.account.name);
@@ -220,10 +236,7 @@ async fn advertise_bearer(
         .to_bytes();
     let out = scim::rewrite_service_provider_config(&bytes).unwrap_or(bytes);
     parts.headers.remove(http::header::CONTENT_LENGTH);
-    Ok(Response::from_parts(
-        parts,
-        Full::new(out).map_err(|never| match never {}).boxed(),
-    ))
+    Ok(Response::from_parts(parts, ProxyBody::full(out)))
 }
 
 /// Error bodies are where backends echo request details: read them (bounded) and never relay
@@ -247,16 +260,41 @@ async fn screen_error_body(
         return Err(ProxyError::UpstreamLeakedCredential);
     }
     parts.headers.remove(http::header::CONTENT_LENGTH);
-    Ok(Response::from_parts(
-        parts,
-        Full::new(bytes).map_err(|never| match never {}).boxed(),
-    ))
+    Ok(Response::from_parts(parts, ProxyBody::full(bytes)))
 }
 
-/// Why `authorize` refused: an authorization decision, or a request we cannot authorize.
+/// Why `authorize` refused: an authorization decision, a request we cannot authorize, or the
+/// request's deadline passing while it waited (for keys, or for a `/Bulk` body).
 enum Refused {
     Auth(AuthError),
     Request(RequestError),
+    Timeout,
+}
+
+impl From<Elapsed> for Refused {
+    fn from(_: Elapsed) -> Self {
+        Self::Timeout
+    }
+}
+
+/// The request deadline passed.
+struct Elapsed;
+
+/// `fut`, failed with [`Elapsed`] if it is still pending at `deadline`. Unlike
+/// `tokio::time::timeout_at`, the timer is only created once `fut` has to wait: the steps
+/// this guards (a token-cache hit, a small error body) usually finish on their first poll, and
+/// then cost no timer registration at all.
+async fn within<F: Future>(deadline: Instant, fut: F) -> Result<F::Output, Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        timer.as_mut().poll(cx).map(|()| Err(Elapsed))
+    })
+    .await
 }
 
 impl From<AuthError> for Refused {
@@ -293,4 +331,27 @@ fn check_request(
     trt.upstream
         .target(matched.rest, req.uri().query(), matched.account)
         .ok_or(RequestError::BadTarget)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn within_passes_results_and_times_out_only_what_waits() {
+        let passed = Instant::now() - Duration::from_millis(1);
+        let later = Instant::now() + Duration::from_secs(60);
+        // Ready on the first poll: a result even when the deadline has passed (no timer).
+        assert!(matches!(within(passed, async { 7 }).await, Ok(7)));
+        // Has to wait, and the deadline has passed: timed out.
+        let waits = within(passed, std::future::pending::<()>());
+        assert!(waits.await.is_err());
+        // Waits once, then finishes well before its deadline.
+        let yields = within(later, async {
+            tokio::task::yield_now().await;
+            8
+        });
+        assert!(matches!(yields.await, Ok(8)));
+    }
 }

@@ -6,10 +6,11 @@
 use std::sync::Arc;
 
 use http::Uri;
+use prometheus::IntCounter;
 
 use crate::auth::jwks::Jwks;
 use crate::auth::verify::Verifier;
-use crate::config::{Config, JwtConfig, PrefixMatch, Tenant};
+use crate::config::{Config, JwtConfig, PrefixMatch, Rule, Tenant};
 use crate::headers::HeaderPolicy;
 use crate::metrics::Metrics;
 use crate::tls::TlsError;
@@ -33,6 +34,8 @@ pub struct TenantRuntime {
     /// a hit for another.
     pub verifier: Verifier,
     pub upstream: Arc<Upstream>,
+    /// `scimgate_rule_matches_total` for each of the tenant's rules, parallel to `rules`.
+    rule_matches: Vec<IntCounter>,
 }
 
 /// A request routed to its tenant.
@@ -67,10 +70,16 @@ impl Runtime {
                 _ => Arc::new(Upstream::new(&tenant.upstream)?),
             };
             let verifier = Verifier::new(&tenant.jwt, Arc::clone(&jwks), Arc::clone(metrics));
+            let rule_matches = tenant
+                .rules
+                .iter()
+                .map(|rule| metrics.rule_counter(&rule.name))
+                .collect();
             tenants.push(TenantRuntime {
                 jwks,
                 verifier,
                 upstream,
+                rule_matches,
             });
         }
         let accounts = config
@@ -113,6 +122,17 @@ impl Runtime {
             .iter()
             .zip(&self.tenants)
             .find(|(t, _)| t.name == name)
+    }
+}
+
+impl TenantRuntime {
+    /// Counts a request `rule` (one of `tenant`'s rules) allowed.
+    pub fn rule_matched(&self, tenant: &Tenant, rule: &Rule) {
+        // By identity: `rule` is an element of `tenant.rules`, which this runtime was built from.
+        let index = tenant.rules.iter().position(|r| std::ptr::eq(r, rule));
+        if let Some(counter) = index.and_then(|i| self.rule_matches.get(i)) {
+            counter.inc();
+        }
     }
 }
 

@@ -5,22 +5,17 @@
 //! stream both ways; redirects are returned to the caller, never followed.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Request, Response, Uri};
-use http_body_util::combinators::BoxBody;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::time::Instant;
 
+use crate::body::ProxyBody;
 use crate::config::UpstreamConfig;
 use crate::tls::{TlsError, client_config};
-
-/// Boxed errors inside bodies (hyper, length limits).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The body type on both sides of the proxy.
-pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// Why the upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,44 +60,50 @@ impl Upstream {
         })
     }
 
-    /// The upstream URI for a caller's path (after the tenant prefix) and query.
+    /// The upstream request-target for a caller's path (after the tenant prefix) and query, in
+    /// origin form: where it goes is the pool's business, never the caller's.
     pub fn target(&self, path: &str, query: Option<&str>, account: Option<&str>) -> Option<Uri> {
-        target_uri(&self.config, path, query, account)
+        target_path(&self.config.base_path, path, query, account).map(Uri::from)
     }
 
-    /// Sends the request with the upstream's `Host`; returns the response head with a streaming
-    /// body.
+    /// `upstream.timeout`: how long [`forward`](Self::forward) waits for the response head.
+    pub fn timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
+    /// Sends the request (origin-form target) with the upstream's `Host`, started at `sent`;
+    /// returns the response head with a streaming body, and the seconds it took.
     pub async fn forward(
         &self,
         mut request: Request<ProxyBody>,
+        sent: Instant,
     ) -> Result<(Response<UpstreamBody>, f64), UpstreamError> {
         request.headers_mut().insert(HOST, self.host.clone());
-        let started = Instant::now();
-        let deadline = started + self.config.timeout;
-        let response = tokio::time::timeout_at(deadline, self.pool.send(request))
+        let response = tokio::time::timeout_at(sent + self.config.timeout, self.pool.send(request))
             .await
             .map_err(|_| UpstreamError::Timeout)??;
-        Ok((response, started.elapsed().as_secs_f64()))
+        Ok((response, sent.elapsed().as_secs_f64()))
     }
 }
 
-/// Joins the configured base (with `{account}` filled in) and the caller's path and query. `None`
-/// unless the path is empty or starts with `/` (`*` and CONNECT targets are refused); the
-/// authority is always the configured one, whatever the caller's request-target said.
-pub fn target_uri(
-    config: &UpstreamConfig,
+/// Joins the configured base path (with `{account}` filled in) and the caller's path and query.
+/// `None` unless the path is empty or starts with `/` (`*` and CONNECT targets are refused).
+/// Only a path and query come out: the scheme and authority are always the configured ones,
+/// whatever the caller's request-target said (threats T26).
+pub fn target_path(
+    base_path: &str,
     path: &str,
     query: Option<&str>,
     account: Option<&str>,
-) -> Option<Uri> {
+) -> Option<PathAndQuery> {
     if !path.is_empty() && !path.starts_with('/') {
         return None;
     }
     // Only a `{account}` tenant builds its base per request; otherwise the configured base is
     // borrowed, and the one allocation is the joined target itself.
     let base: Cow<'_, str> = match account {
-        Some(account) => Cow::Owned(config.base_path.replace("{account}", account)),
-        None => Cow::Borrowed(&config.base_path),
+        Some(account) => Cow::Owned(base_path.replace("{account}", account)),
+        None => Cow::Borrowed(base_path),
     };
     let base = if base.is_empty() && path.is_empty() {
         "/"
@@ -117,11 +118,7 @@ pub fn target_uri(
         joined.push('?');
         joined.push_str(q);
     }
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(config.scheme.clone());
-    parts.authority = Some(config.authority.clone());
-    parts.path_and_query = Some(PathAndQuery::try_from(joined).ok()?);
-    Uri::from_parts(parts).ok()
+    PathAndQuery::try_from(joined).ok()
 }
 
 /// `Host` for the configured authority, exactly as written in `upstream.url` (validation refuses
@@ -174,42 +171,48 @@ mod tests {
     }
 
     #[test]
-    fn joins_base_path_and_keeps_authority() {
+    fn joins_base_path_and_drops_any_caller_authority() {
         let c = config("https://scim.internal/api/scim/v2/");
         let t = |s: &str| {
             let uri: Uri = s.parse().unwrap();
-            target_uri(&c, uri.path(), uri.query(), None).map(|u| u.to_string())
+            target_path(&c.base_path, uri.path(), uri.query(), None).map(|p| p.to_string())
         };
         assert_eq!(
             t("/Users?filter=x").as_deref(),
-            Some("https://scim.internal/api/scim/v2/Users?filter=x")
+            Some("/api/scim/v2/Users?filter=x")
         );
         assert_eq!(
             t("//attacker/x").as_deref(),
-            Some("https://scim.internal/api/scim/v2//attacker/x")
+            Some("/api/scim/v2//attacker/x")
         );
         assert_eq!(
             t("http://attacker:1/Users").as_deref(),
-            Some("https://scim.internal/api/scim/v2/Users")
+            Some("/api/scim/v2/Users")
         );
         assert_eq!(
             t("/@attacker/x").as_deref(),
-            Some("https://scim.internal/api/scim/v2/@attacker/x")
+            Some("/api/scim/v2/@attacker/x")
         );
         assert_eq!(t("*"), None);
         let root = config("http://127.0.0.1:9000");
         assert_eq!(
-            target_uri(&root, "/v2/Users", None, None)
+            target_path(&root.base_path, "/v2/Users", None, None)
                 .unwrap()
-                .to_string(),
-            "http://127.0.0.1:9000/v2/Users"
+                .as_str(),
+            "/v2/Users"
         );
-        let mut harness = config("https://app.harness.io/gateway/ng/api/scim/account/x");
-        harness.base_path = "/gateway/ng/api/scim/account/{account}".into();
-        let t = target_uri(&harness, "/Users", Some("count=1"), Some("acme_1")).unwrap();
-        assert_eq!(
-            t.to_string(),
-            "https://app.harness.io/gateway/ng/api/scim/account/acme_1/Users?count=1"
-        );
+        assert_eq!(target_path(&root.base_path, "", None, None).unwrap(), "/");
+        let harness = "/gateway/ng/api/scim/account/{account}";
+        let t = target_path(harness, "/Users", Some("count=1"), Some("acme_1")).unwrap();
+        assert_eq!(t, "/gateway/ng/api/scim/account/acme_1/Users?count=1");
+    }
+
+    #[test]
+    fn target_is_origin_form() {
+        let upstream = Upstream::new(&config("https://scim.internal/v2")).unwrap();
+        let target = upstream.target("/Users", Some("a=1"), None).unwrap();
+        assert_eq!(target.scheme(), None);
+        assert_eq!(target.authority(), None);
+        assert_eq!(target, "/v2/Users?a=1");
     }
 }

@@ -62,3 +62,28 @@ async fn upstream_timeout_is_504() {
         started.elapsed()
     );
 }
+
+/// Whichever deadline falls first answers: a `server.request_timeout` shorter than
+/// `upstream.timeout` ends a slow exchange with 408 and the `request_timeout` outcome, not 504.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_timeout_shorter_than_upstream_timeout_is_408() {
+    let (_jwks, upstream, cfg) = fixture().await;
+    upstream.set_delay(Duration::from_secs(5));
+    let cfg =
+        cfg.set("upstream", "timeout", "\"30s\"")
+            .set("server", "request_timeout", "\"500ms\"");
+    let gw = Gateway::start(cfg).await;
+    let started = std::time::Instant::now();
+    let r = gw.get("/Users", Some(&Token::new().sign(rsa_key()))).await;
+    r.assert_scim_error(408);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+    let metrics = support::observe::scrape(&gw).await;
+    let series = r#"scimgate_requests_total{outcome="request_timeout"}"#;
+    assert_eq!(support::observe::metric(&metrics, series), Some(1.0));
+    let series = r#"scimgate_requests_total{outcome="upstream_timeout"}"#;
+    assert_eq!(support::observe::metric_or_zero(&metrics, series), 0.0);
+}

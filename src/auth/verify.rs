@@ -14,8 +14,8 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
-use super::cache::TokenCache;
-use super::jwks::{Jwks, VerifyKey};
+use super::cache::{TokenCache, TokenKey};
+use super::jwks::{Jwks, KeySet, VerifyKey};
 use super::strict_json::{StrictValue, parse_object};
 use super::{AuthError, TokenRejection};
 use crate::config::JwtConfig;
@@ -37,12 +37,18 @@ pub struct TokenHeader {
 /// A token whose signature and claims passed every check.
 #[derive(Debug, Clone)]
 pub struct VerifiedToken {
-    /// Shared so a cache hit costs a reference count, not a copy.
+    /// Shared so a cache hit costs a reference count, not a copy (the clone is the whole
+    /// cost of a hit: nothing here allocates).
     pub claims: Arc<Map<String, Value>>,
-    pub kid: Option<String>,
-    pub alg: Algorithm,
     /// SHA-256 of the token string: the cache key, and (its prefix) the access log's digest.
     pub digest: [u8; 32],
+}
+
+/// What [`Verifier::lookup`] learned about a token it did not find, for [`Verifier::verify`].
+pub struct Uncached {
+    digest: TokenKey,
+    keys: Option<Arc<KeySet>>,
+    now: u64,
 }
 
 /// Verifies tokens against the JWKS cache and the `[jwt]` settings.
@@ -75,19 +81,30 @@ impl Verifier {
         }
     }
 
-    /// Runs every check on `token`, or finds it in the validated-token cache. Fetches keys only
-    /// through the JWKS cache's rate-limited paths.
-    pub async fn verify(&self, token: &str) -> Result<VerifiedToken, AuthError> {
+    /// The token's verification from the validated-token cache, when it holds one that is
+    /// still valid under the current keys. Never waits: a hit is the whole of step 2.
+    pub fn lookup(&self, token: &str) -> Result<VerifiedToken, Uncached> {
         let now = now();
         let digest = TokenCache::key(token);
-        let current = self.jwks.current();
-        if let (true, Some(keys)) = (self.cache.is_enabled(), &current) {
-            let hit = self.cache.get(&digest, keys.generation, now);
+        let keys = self.jwks.current();
+        if let (true, Some(current)) = (self.cache.is_enabled(), &keys) {
+            let hit = self.cache.get(&digest, current.generation, now);
             self.metrics.token_cache(hit.is_some());
             if let Some(verified) = hit {
                 return Ok(verified);
             }
         }
+        Err(Uncached { digest, keys, now })
+    }
+
+    /// Runs every check on a token [`lookup`](Self::lookup) did not find, and caches it when
+    /// it passes. Fetches keys only through the JWKS cache's rate-limited paths.
+    pub async fn verify(&self, token: &str, miss: Uncached) -> Result<VerifiedToken, AuthError> {
+        let Uncached {
+            digest,
+            keys: current,
+            now,
+        } = miss;
         let header =
             inspect_header(token, &self.checks.allowed).map_err(AuthError::InvalidToken)?;
         // The refetches are boxed: a JWKS fetch future is about 1 KiB and rarely runs, and
@@ -120,8 +137,6 @@ impl Verifier {
             .map_err(AuthError::InvalidToken)?;
         let verified = VerifiedToken {
             claims: Arc::new(claims),
-            kid: header.kid,
-            alg: header.alg,
             digest,
         };
         self.cache

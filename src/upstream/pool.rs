@@ -28,7 +28,8 @@ use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::{ProxyBody, UpstreamError, describe};
+use super::{UpstreamError, describe};
+use crate::body::ProxyBody;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
@@ -95,7 +96,7 @@ impl Pool {
         }
     }
 
-    /// Sends `request` (absolute URI, `Host` set) on a pooled or new connection.
+    /// Sends `request` (origin-form target, `Host` set) on a pooled or new connection.
     pub async fn send(
         &self,
         mut request: Request<ProxyBody>,
@@ -109,6 +110,7 @@ impl Pool {
             };
             let refused = match conn {
                 Conn::H2(mut sender) => {
+                    self.absolute_form(&mut request);
                     return match sender.send_request(request).await {
                         Ok(response) => Ok(response.map(|inner| UpstreamBody {
                             inner,
@@ -118,7 +120,6 @@ impl Pool {
                     };
                 }
                 Conn::H1(mut sender) => {
-                    origin_form(&mut request);
                     match sender.try_send_request(request).await {
                         Ok(response) => return Ok(self.lend(sender, response)),
                         Err(mut e) => match e.take_message() {
@@ -153,6 +154,19 @@ impl Pool {
             };
             UpstreamBody { inner, checkin }
         })
+    }
+
+    /// HTTP/2 carries the scheme and authority as pseudo-headers (RFC 9113 §8.3.1), which hyper
+    /// takes from an absolute target: the configured ones, as dialled. HTTP/1.1 requests keep
+    /// the origin form they came in (RFC 9112 §3.2.1), with the authority in `Host`.
+    fn absolute_form(&self, request: &mut Request<ProxyBody>) {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = self.dial.scheme().cloned();
+        parts.authority = self.dial.authority().cloned();
+        parts.path_and_query = request.uri().path_and_query().cloned();
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
     }
 
     /// Dials the backend (TCP, then TLS with ALPN when https) and starts the connection task.
@@ -268,17 +282,6 @@ impl UpstreamBody {
             checkin.release();
         }
     }
-}
-
-/// HTTP/1.1 requests go out in origin form (`/path?query`, RFC 9112 §3.2.1); the authority
-/// travels in `Host`.
-fn origin_form(request: &mut Request<ProxyBody>) {
-    let origin = request
-        .uri()
-        .path_and_query()
-        .cloned()
-        .map_or_else(|| Uri::from_static("/"), Uri::from);
-    *request.uri_mut() = origin;
 }
 
 fn upstream_error(e: &hyper::Error) -> UpstreamError {
