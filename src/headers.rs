@@ -10,20 +10,21 @@ use std::net::IpAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use http::header::{CONNECTION, HOST};
+use http::header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::ServiceAccount;
 
-/// Hop-by-hop fields (RFC 9110 §7.6.1) plus the framing fields we always recompute.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Hop-by-hop fields (RFC 9110 §7.6.1) plus the framing fields we always recompute. As
+/// `HeaderName`s, so checking a field against them compares interned names, not text.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
 ];
 
 /// Caller-supplied fields that would let it speak for us: credentials, identity, routing.
@@ -73,7 +74,9 @@ pub struct HeaderPolicy {
 /// What the connection tells us about the caller, for the forwarding headers.
 #[derive(Debug, Clone)]
 pub struct Forwarding {
-    pub peer_ip: IpAddr,
+    /// The peer address as `X-Forwarded-For` text, built once per connection
+    /// ([`forwarded_for`]).
+    pub forwarded_for: HeaderValue,
     pub https: bool,
     /// The caller's `Host` or `:authority`, if it was a valid header value.
     pub host: Option<HeaderValue>,
@@ -87,7 +90,10 @@ impl HeaderPolicy {
     /// able to send a key for another account, or the same key twice.
     pub fn new<'a>(accounts: impl IntoIterator<Item = &'a ServiceAccount>) -> Self {
         let mut removed = HeaderMap::<()>::default();
-        for name in HOP_BY_HOP.iter().chain(SPOOFABLE) {
+        for name in HOP_BY_HOP {
+            removed.insert(name, ());
+        }
+        for name in SPOOFABLE {
             removed.insert(HeaderName::from_static(name), ());
         }
         for account in accounts {
@@ -104,23 +110,17 @@ impl HeaderPolicy {
     /// Removes caller headers per the policy, including every name listed in `Connection`.
     pub fn strip_request(&self, headers: &mut HeaderMap) {
         let connection = Nominated::of(headers);
-        let doomed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| {
-                let text = name.as_str();
-                // `_` names are dropped outright (as nginx does): WSGI/PHP backends read
-                // `X_Forwarded_User` as `X-Forwarded-User` (CVE-2025-64484). Every
-                // `x-forwarded-*` is ours to set, not the caller's.
-                text.contains('_')
-                    || text.starts_with("x-forwarded-")
-                    || self.removed.contains_key(*name)
-                    || connection.names(text)
-            })
-            .cloned()
-            .collect();
-        for name in doomed {
-            headers.remove(&name);
-        }
+        let doomed = Doomed::gather(headers.keys().filter(|name| {
+            let text = name.as_str();
+            // `_` names are dropped outright (as nginx does): WSGI/PHP backends read
+            // `X_Forwarded_User` as `X-Forwarded-User` (CVE-2025-64484). Every
+            // `x-forwarded-*` is ours to set, not the caller's.
+            text.contains('_')
+                || text.starts_with("x-forwarded-")
+                || self.removed.contains_key(*name)
+                || connection.names(text)
+        }));
+        doomed.remove_from(headers);
     }
 }
 
@@ -131,15 +131,7 @@ pub fn set_upstream_headers(headers: &mut HeaderMap, account: &ServiceAccount, f
     headers.reserve(5);
     headers.insert(account.header.clone(), account.value.clone());
     headers.insert(REQUEST_ID, fwd.request_id.clone());
-    // Formatted on the stack: the longest IPv6 text is 45 bytes.
-    let mut text = [0u8; 48];
-    let mut cursor = std::io::Cursor::new(&mut text[..]);
-    if write!(cursor, "{}", fwd.peer_ip).is_ok() {
-        let len = usize::try_from(cursor.position()).unwrap_or(0);
-        if let Ok(ip) = HeaderValue::from_bytes(&text[..len]) {
-            headers.insert(X_FORWARDED_FOR, ip);
-        }
-    }
+    headers.insert(X_FORWARDED_FOR, fwd.forwarded_for.clone());
     headers.insert(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if fwd.https { "https" } else { "http" }),
@@ -149,17 +141,28 @@ pub fn set_upstream_headers(headers: &mut HeaderMap, account: &ServiceAccount, f
     }
 }
 
+/// The `X-Forwarded-For` value for a peer: its address alone (the caller's own
+/// `X-Forwarded-For` is never relayed). Built once per connection, not per request.
+pub fn forwarded_for(ip: IpAddr) -> HeaderValue {
+    // Formatted on the stack: the longest IPv6 text is 45 bytes.
+    let mut text = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut text[..]);
+    let len = match write!(cursor, "{ip}") {
+        Ok(()) => usize::try_from(cursor.position()).unwrap_or(0),
+        Err(_) => 0,
+    };
+    HeaderValue::from_bytes(&text[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
 /// Removes hop-by-hop and `Connection`-nominated fields from an upstream response.
 pub fn strip_response(headers: &mut HeaderMap) {
     let connection = Nominated::of(headers);
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| HOP_BY_HOP.contains(&name.as_str()) || connection.names(name.as_str()))
-        .cloned()
-        .collect();
-    for name in doomed {
-        headers.remove(&name);
-    }
+    let doomed = Doomed::gather(
+        headers
+            .keys()
+            .filter(|name| HOP_BY_HOP.contains(name) || connection.names(name.as_str())),
+    );
+    doomed.remove_from(headers);
 }
 
 /// Drops upstream response headers that carry the service account's key (an upstream that
@@ -168,13 +171,42 @@ pub fn strip_echoed_key(headers: &mut HeaderMap, key: &[u8]) {
     if key.is_empty() {
         return;
     }
-    let doomed: Vec<HeaderName> = headers
-        .iter()
-        .filter(|(_, v)| v.as_bytes().windows(key.len()).any(|w| w == key))
-        .map(|(n, _)| n.clone())
-        .collect();
-    for name in doomed {
-        headers.remove(&name);
+    let doomed = Doomed::gather(
+        headers
+            .iter()
+            .filter(|(_, v)| memchr::memmem::find(v.as_bytes(), key).is_some())
+            .map(|(name, _)| name),
+    );
+    doomed.remove_from(headers);
+}
+
+/// Field names picked for removal. They are gathered before any is removed (a `HeaderMap`
+/// cannot be changed while it is read); the usual one or two live on the stack, so stripping
+/// a message allocates nothing.
+struct Doomed {
+    few: [Option<HeaderName>; 4],
+    more: Vec<HeaderName>,
+}
+
+impl Doomed {
+    fn gather<'h>(names: impl Iterator<Item = &'h HeaderName>) -> Self {
+        let mut doomed = Self {
+            few: Default::default(),
+            more: Vec::new(),
+        };
+        for (i, name) in names.enumerate() {
+            match doomed.few.get_mut(i) {
+                Some(slot) => *slot = Some(name.clone()),
+                None => doomed.more.push(name.clone()),
+            }
+        }
+        doomed
+    }
+
+    fn remove_from(self, headers: &mut HeaderMap) {
+        for name in self.few.iter().flatten().chain(&self.more) {
+            headers.remove(name);
+        }
     }
 }
 
@@ -257,23 +289,37 @@ fn normalise(name: &str) -> String {
 /// there are seldom more than one or two, so a scan beats building a set per message.
 struct Nominated<'h> {
     values: http::header::GetAll<'h, HeaderValue>,
+    /// Every token is `keep-alive` or `close`, by far the usual `Connection` values: then a
+    /// name is nominated exactly when it is one of those two, and no scan is needed.
+    usual: bool,
 }
 
 impl<'h> Nominated<'h> {
     fn of(headers: &'h HeaderMap) -> Self {
-        Self {
-            values: headers.get_all(CONNECTION),
-        }
+        let values = headers.get_all(CONNECTION);
+        let usual = tokens(&values)
+            .all(|t| t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close"));
+        Self { values, usual }
     }
 
     /// Whether `name` (lowercase, as `HeaderName` stores it) is listed, with `_` and `-` read
     /// alike and tokens compared case-insensitively.
     fn names(&self, name: &str) -> bool {
-        self.values
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .any(|token| same_field(token.trim_ascii(), name.as_bytes()))
+        if self.usual {
+            // Only a listed token can match, and both are spelled without `_`.
+            return (name == "keep-alive" || name == "close")
+                && tokens(&self.values).any(|t| same_field(t, name.as_bytes()));
+        }
+        tokens(&self.values).any(|t| same_field(t, name.as_bytes()))
     }
+}
+
+/// The comma-separated tokens of every `Connection` value, trimmed.
+fn tokens<'a>(values: &'a http::header::GetAll<'_, HeaderValue>) -> impl Iterator<Item = &'a [u8]> {
+    values
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
 }
 
 fn same_field(token: &[u8], name: &[u8]) -> bool {

@@ -24,10 +24,12 @@ use crate::telemetry::AccessRecord;
 use crate::upstream::{UpstreamBody, UpstreamError};
 
 /// What the listener knows about the connection a request came in on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub https: bool,
+    /// `X-Forwarded-For` for every request on this connection.
+    pub forwarded_for: HeaderValue,
 }
 
 /// The gateway: the current runtime generation plus the process-wide metrics.
@@ -128,7 +130,7 @@ impl Proxy {
             Err(Refused::Timeout) => return Err(ProxyError::RequestTimeout),
         };
         let forwarding = Forwarding {
-            peer_ip: conn.peer.ip(),
+            forwarded_for: conn.forwarded_for,
             https: conn.https,
             host: headers::caller_host(&parts.uri, &parts.headers),
             request_id: request_id.clone(),
@@ -252,7 +254,7 @@ async fn screen_error_body(
         .await
         .map_err(|e| UpstreamError::Unavailable(format!("error response body: {e}")))?
         .to_bytes();
-    if !key.is_empty() && bytes.windows(key.len()).any(|w| w == key) {
+    if !key.is_empty() && memchr::memmem::find(&bytes, key).is_some() {
         tracing::warn!(
             status = parts.status.as_u16(),
             "upstream error response contained the service account key; not relayed"

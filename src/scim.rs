@@ -185,14 +185,10 @@ pub fn classify(method: &Method, path: &str) -> Classified {
         operation: Operation::Other,
         resource: Resource::Unknown,
     };
-    let Some(segments) = plain_segments(path) else {
+    let Some((before, last)) = last_two_segments(path) else {
         return other;
     };
-    let (last, before): (&str, Option<&str>) = match segments.as_slice() {
-        [.., before, last] => (last, Some(before)),
-        [last] => (last, None),
-        [] => return other,
-    };
+    let (last, before): (&str, Option<&str>) = (&last, before.as_deref());
     let op = |operation: Operation, resource: Resource| Classified {
         operation,
         resource,
@@ -316,25 +312,36 @@ pub fn bulk_operations(body: &[u8]) -> Result<Vec<Classified>, InvalidBulk> {
 /// empty, `.` or `..` segments (raw or percent-encoded), an encoded `/` or `\`, `;` parameters,
 /// or broken percent-encoding. Such paths are refused before authentication (threats T27).
 pub fn is_ambiguous(path: &str) -> bool {
-    !(path.is_empty() || path == "/" || plain_segments(path).is_some())
+    !(path.is_empty()
+        || path == "/"
+        || plain_segments(path).is_some_and(|mut s| s.all(|s| s.is_some())))
 }
 
-/// The path's percent-decoded segments (a trailing `/` ignored), or `None` when the path has a
-/// shape we refuse to interpret.
-fn plain_segments(path: &str) -> Option<Vec<Cow<'_, str>>> {
+/// The last two plain segments (the one before the last, if any, and the last), or `None` when
+/// the path is not plain (see [`plain_segments`]). Nothing is collected.
+fn last_two_segments(path: &str) -> Option<(Option<Cow<'_, str>>, Cow<'_, str>)> {
+    let mut before = None;
+    let mut last = None;
+    for segment in plain_segments(path)? {
+        before = last.replace(segment?);
+    }
+    Some((before, last?))
+}
+
+/// The path's percent-decoded segments (a trailing `/` ignored), each `None` when it has a
+/// shape we refuse to interpret; `None` for a path that does not start with `/`. A path is
+/// plain when every segment is `Some`.
+fn plain_segments(path: &str) -> Option<impl Iterator<Item = Option<Cow<'_, str>>>> {
     let trimmed = path.strip_prefix('/')?;
     let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
-    trimmed
-        .split('/')
-        .map(|raw| {
-            let decoded = percent_decode(raw)?;
-            let ambiguous = decoded.is_empty()
-                || decoded == "."
-                || decoded == ".."
-                || decoded.contains(['/', '\\', ';']);
-            (!ambiguous).then_some(decoded)
-        })
-        .collect()
+    Some(trimmed.split('/').map(|raw| {
+        let decoded = percent_decode(raw)?;
+        let ambiguous = decoded.is_empty()
+            || decoded == "."
+            || decoded == ".."
+            || decoded.contains(['/', '\\', ';']);
+        (!ambiguous).then_some(decoded)
+    }))
 }
 
 /// RFC 3986 §2.1 percent-decoding of one segment; `None` for a bad escape or non-UTF-8 result.

@@ -50,11 +50,15 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = ConnInfo { peer, https: tls.is_some() };
+                let conn = ConnInfo {
+                    peer,
+                    https: tls.is_some(),
+                    forwarded_for: crate::headers::forwarded_for(peer.ip()),
+                };
                 let service = {
                     let proxy = Arc::clone(&proxy);
                     service_fn(move |req| {
-                        let proxy = Arc::clone(&proxy);
+                        let (proxy, conn) = (Arc::clone(&proxy), conn.clone());
                         // Boxed: hyper moves the service future into its connection state by
                         // value, and the request's future is several KiB.
                         Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req, conn).await) })

@@ -320,7 +320,7 @@ fn caller_headers() -> impl Strategy<Value = Vec<(String, String)>> {
 
 fn forwarding() -> Forwarding {
     Forwarding {
-        peer_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        forwarded_for: scimgate::headers::forwarded_for(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         https: false,
         host: Some(HeaderValue::from_static("gw.example")),
         request_id: HeaderValue::from_static("rid-1"),

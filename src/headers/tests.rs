@@ -31,7 +31,7 @@ fn request_headers(pairs: &[(&str, &str)]) -> HeaderMap {
 
 fn forwarding() -> Forwarding {
     Forwarding {
-        peer_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)),
+        forwarded_for: forwarded_for(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7))),
         https: false,
         host: Some(HeaderValue::from_static("gateway.example")),
         request_id: HeaderValue::from_static("rid-1"),
@@ -205,10 +205,68 @@ fn forwarded_for_carries_the_full_peer_address() {
     ] {
         let mut h = HeaderMap::new();
         let fwd = Forwarding {
-            peer_ip: ip,
+            forwarded_for: forwarded_for(ip),
             ..forwarding()
         };
         set_upstream_headers(&mut h, &key, &fwd);
         assert_eq!(h["x-forwarded-for"], text);
     }
+}
+
+#[test]
+fn many_doomed_fields_are_all_removed() {
+    // More than fit in `Doomed`'s inline slots, from every rule at once.
+    let mut pairs: Vec<(String, String)> = (0..6)
+        .map(|i| (format!("x-forwarded-n{i}"), "v".to_owned()))
+        .collect();
+    pairs.extend((0..3).map(|i| (format!("x_user_{i}"), "v".to_owned())));
+    pairs.push(("connection".into(), "x-a, X_B, keep-alive".into()));
+    pairs.extend(
+        [
+            ("x-a", "1"),
+            ("x-b", "2"),
+            ("te", "trailers"),
+            ("keep-alive", "5"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    pairs.push(("x-kept".into(), "yes".into()));
+    let borrowed: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut h = request_headers(&borrowed);
+    HeaderPolicy::new([]).strip_request(&mut h);
+    assert_eq!(
+        h.keys().map(HeaderName::as_str).collect::<Vec<_>>(),
+        ["x-kept"]
+    );
+
+    let mut h = request_headers(&borrowed);
+    strip_response(&mut h);
+    let kept: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+    for gone in ["connection", "x-a", "x-b", "te", "keep-alive"] {
+        assert!(!kept.contains(&gone), "{gone} kept in {kept:?}");
+    }
+    assert!(kept.contains(&"x-kept") && kept.contains(&"x-forwarded-n5"));
+}
+
+#[test]
+fn usual_connection_values_nominate_only_themselves() {
+    let names = |connection: &str| {
+        let mut h = request_headers(&[
+            ("connection", connection),
+            ("keep-alive", "timeout=5"),
+            ("close", "1"),
+            ("x-other", "1"),
+        ]);
+        strip_response(&mut h);
+        let mut kept: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        kept.sort_unstable();
+        kept.join(" ")
+    };
+    assert_eq!(names("Keep-Alive"), "close x-other");
+    assert_eq!(names("close"), "x-other");
+    assert_eq!(names(" CLOSE , keep-alive "), "x-other");
+    assert_eq!(names("keep-alive, X-Other"), "close");
 }
