@@ -87,3 +87,40 @@ async fn request_timeout_shorter_than_upstream_timeout_is_408() {
     let series = r#"scimgate_requests_total{outcome="upstream_timeout"}"#;
     assert_eq!(support::observe::metric_or_zero(&metrics, series), 0.0);
 }
+
+/// An error response whose body stalls is read under the request's deadline: the caller gets
+/// 408 when `server.request_timeout` passes, not a connection held open for `upstream.timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_error_body_ends_at_request_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (jwks, _upstream, _) = fixture().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "gateway closed before sending its request");
+            head.extend_from_slice(&buf[..n]);
+        }
+        conn.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 100\r\n\r\n{")
+            .await
+            .unwrap();
+        // Hold the connection open with the body unfinished.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let cfg = support::GatewayConfig::new(&url, &jwks.url())
+        .set("upstream", "timeout", "\"30s\"")
+        .set("server", "request_timeout", "\"500ms\"");
+    let gw = Gateway::start(cfg).await;
+    let started = std::time::Instant::now();
+    let r = gw.get("/Users", Some(&Token::new().sign(rsa_key()))).await;
+    r.assert_scim_error(408);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+}
