@@ -837,6 +837,30 @@ async fn t25_upstream_echo_of_the_credential_is_not_relayed() {
     );
 }
 
+/// T25 on a success: the echoing header is dropped and the rest of the response relayed as is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t25_echoed_credential_header_is_dropped_from_a_success() {
+    let (_jwks, upstream, cfg) = fixture().await;
+    let gw = Gateway::start(cfg).await;
+    let key = gw.sentinel().to_owned();
+    upstream.set_behavior(Behavior {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), "application/scim+json".into()),
+            ("x-debug-authorization".into(), format!("Bearer {key}")),
+            ("x-backend".into(), "kept".into()),
+        ],
+        body: br#"{"totalResults":0}"#.to_vec(),
+        delay: Duration::ZERO,
+    });
+    let r = gw.get("/Users", Some(&Token::new().sign(rsa_key()))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("x-debug-authorization").is_none());
+    assert!(r.headers.iter().all(|(_, v)| !v.contains(&key)));
+    assert_eq!(r.header("x-backend"), Some("kept"));
+    assert_eq!(r.text(), r#"{"totalResults":0}"#);
+}
+
 /// T20/T21 with several accounts: a reader token sends exactly the reader's `x-api-key` and no
 /// `Authorization` at all, whatever the caller put in either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -270,3 +270,28 @@ fn usual_connection_values_nominate_only_themselves() {
     assert_eq!(names(" CLOSE , keep-alive "), "x-other");
     assert_eq!(names("keep-alive, X-Other"), "close");
 }
+
+#[test]
+fn echoed_key_headers_are_removed_whatever_else_they_carry() {
+    let key = b"sk-live-0123456789abcdef";
+    let mut h = request_headers(&[
+        ("x-debug-auth", "Bearer sk-live-0123456789abcdef"),
+        ("x-echo", "prefix sk-live-0123456789abcdef suffix"),
+        ("x-near-miss", "sk-live-0123456789abcde"),
+        ("etag", "W/\"2\""),
+        ("content-type", "application/scim+json"),
+    ]);
+    h.append("x-multi", HeaderValue::from_static("harmless"));
+    h.append(
+        "x-multi",
+        HeaderValue::from_static("sk-live-0123456789abcdef"),
+    );
+    strip_echoed_key(&mut h, key);
+    let mut kept: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+    kept.sort_unstable();
+    assert_eq!(kept, ["content-type", "etag", "x-near-miss"]);
+    // An empty key (no credential configured) removes nothing.
+    let mut h = request_headers(&[("x-a", "anything")]);
+    strip_echoed_key(&mut h, b"");
+    assert_eq!(h.len(), 1);
+}
