@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
+use smallvec::SmallVec;
 
 use crate::config::ServiceAccount;
 
@@ -110,17 +111,21 @@ impl HeaderPolicy {
     /// Removes caller headers per the policy, including every name listed in `Connection`.
     pub fn strip_request(&self, headers: &mut HeaderMap) {
         let connection = Nominated::of(headers);
-        let doomed = Doomed::gather(headers.keys().filter(|name| {
-            let text = name.as_str();
-            // `_` names are dropped outright (as nginx does): WSGI/PHP backends read
-            // `X_Forwarded_User` as `X-Forwarded-User` (CVE-2025-64484). Every
-            // `x-forwarded-*` is ours to set, not the caller's.
-            text.contains('_')
-                || text.starts_with("x-forwarded-")
-                || self.removed.contains_key(*name)
-                || connection.names(text)
-        }));
-        doomed.remove_from(headers);
+        let doomed: Doomed = headers
+            .keys()
+            .filter(|name| {
+                let text = name.as_str();
+                // `_` names are dropped outright (as nginx does): WSGI/PHP backends read
+                // `X_Forwarded_User` as `X-Forwarded-User` (CVE-2025-64484). Every
+                // `x-forwarded-*` is ours to set, not the caller's.
+                text.contains('_')
+                    || text.starts_with("x-forwarded-")
+                    || self.removed.contains_key(*name)
+                    || connection.names(text)
+            })
+            .cloned()
+            .collect();
+        remove_all(headers, &doomed);
     }
 }
 
@@ -157,12 +162,12 @@ pub fn forwarded_for(ip: IpAddr) -> HeaderValue {
 /// Removes hop-by-hop and `Connection`-nominated fields from an upstream response.
 pub fn strip_response(headers: &mut HeaderMap) {
     let connection = Nominated::of(headers);
-    let doomed = Doomed::gather(
-        headers
-            .keys()
-            .filter(|name| HOP_BY_HOP.contains(name) || connection.names(name.as_str())),
-    );
-    doomed.remove_from(headers);
+    let doomed: Doomed = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(name) || connection.names(name.as_str()))
+        .cloned()
+        .collect();
+    remove_all(headers, &doomed);
 }
 
 /// Drops upstream response headers that carry the service account's key (an upstream that
@@ -171,45 +176,23 @@ pub fn strip_echoed_key(headers: &mut HeaderMap, key: &[u8]) {
     if key.is_empty() {
         return;
     }
-    let doomed = Doomed::gather(
-        headers
-            .iter()
-            // Most values are shorter than any key: the length check spares them the search.
-            .filter(|(_, v)| {
-                v.len() >= key.len() && memchr::memmem::find(v.as_bytes(), key).is_some()
-            })
-            .map(|(name, _)| name),
-    );
-    doomed.remove_from(headers);
+    let doomed: Doomed = headers
+        .iter()
+        // Most values are shorter than any key: the length check spares them the search.
+        .filter(|(_, v)| v.len() >= key.len() && memchr::memmem::find(v.as_bytes(), key).is_some())
+        .map(|(name, _)| name.clone())
+        .collect();
+    remove_all(headers, &doomed);
 }
 
-/// Field names picked for removal. They are gathered before any is removed (a `HeaderMap`
-/// cannot be changed while it is read); the usual one or two live on the stack, so stripping
-/// a message allocates nothing.
-struct Doomed {
-    few: [Option<HeaderName>; 4],
-    more: Vec<HeaderName>,
-}
+/// Field names picked for removal, gathered before any is removed (a `HeaderMap` cannot be
+/// changed while it is read). The usual one or two stay on the stack: stripping a message
+/// allocates nothing.
+type Doomed = SmallVec<[HeaderName; 4]>;
 
-impl Doomed {
-    fn gather<'h>(names: impl Iterator<Item = &'h HeaderName>) -> Self {
-        let mut doomed = Self {
-            few: Default::default(),
-            more: Vec::new(),
-        };
-        for (i, name) in names.enumerate() {
-            match doomed.few.get_mut(i) {
-                Some(slot) => *slot = Some(name.clone()),
-                None => doomed.more.push(name.clone()),
-            }
-        }
-        doomed
-    }
-
-    fn remove_from(self, headers: &mut HeaderMap) {
-        for name in self.few.iter().flatten().chain(&self.more) {
-            headers.remove(name);
-        }
+fn remove_all(headers: &mut HeaderMap, doomed: &Doomed) {
+    for name in doomed {
+        headers.remove(name);
     }
 }
 
@@ -308,10 +291,9 @@ impl<'h> Nominated<'h> {
     /// Whether `name` (lowercase, as `HeaderName` stores it) is listed, with `_` and `-` read
     /// alike and tokens compared case-insensitively.
     fn names(&self, name: &str) -> bool {
-        if self.usual {
-            // Only a listed token can match, and both are spelled without `_`.
-            return (name == "keep-alive" || name == "close")
-                && tokens(&self.values).any(|t| same_field(t, name.as_bytes()));
+        // With only the usual tokens listed, no other name can match: skip the scan.
+        if self.usual && name != "keep-alive" && name != "close" {
+            return false;
         }
         tokens(&self.values).any(|t| same_field(t, name.as_bytes()))
     }
