@@ -1,5 +1,6 @@
 //! The request pipeline, steps 1–6 in one place (see the crate docs for the diagram).
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -62,8 +63,14 @@ impl Proxy {
     }
 
     /// Runs one request through the pipeline and always produces a response (step 6 here:
-    /// metrics and the access line are written once, where the outcome is known).
-    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
+    /// metrics and the access line are written once, where the outcome is known). Never fails:
+    /// the `Result` is hyper's service contract. The future owns its `Arc` so the listener can
+    /// box it as built, without an enclosing future to copy it into.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
         let rt = self.runtime.load_full();
         let request_id = headers::request_id(req.headers());
@@ -88,7 +95,7 @@ impl Proxy {
         let elapsed = started.elapsed();
         self.metrics.request(outcome, elapsed.as_secs_f64());
         record.finish(outcome, response.status(), elapsed);
-        response
+        Ok(response)
     }
 
     /// Steps 1–5. Each `?` ends the request with the step's error.
@@ -142,21 +149,20 @@ impl Proxy {
         // business (ALPN), and hyper refuses an HTTP/2-versioned request on HTTP/1.1.
         parts.version = http::Version::HTTP_11;
         let upstream_request = Request::from_parts(parts, body);
+        // One timer bounds the exchange: `upstream.timeout`, or the request's deadline when that
+        // falls first (a short request_timeout, or a slow request body).
         let sent = Instant::now();
-        // The upstream's own timer bounds the exchange; the request's deadline needs a second
-        // one only when it falls first (a short request_timeout, or a slow request body). The
-        // exchange future is built where it is awaited: moving it would copy it.
-        let (mut response, upstream_seconds) = if deadline < sent + trt.upstream.timeout() {
-            Box::pin(tokio::time::timeout_at(
-                deadline,
-                trt.upstream.forward(upstream_request, sent),
-            ))
-            .await
-            .map_err(|_| ProxyError::RequestTimeout)??
-        } else {
-            trt.upstream.forward(upstream_request, sent).await?
+        let upstream_deadline = sent + trt.upstream.timeout();
+        let exchange = tokio::time::timeout_at(
+            deadline.min(upstream_deadline),
+            trt.upstream.forward(upstream_request, sent),
+        );
+        let mut response = match exchange.await {
+            Ok(response) => response?,
+            Err(_) if deadline < upstream_deadline => return Err(ProxyError::RequestTimeout),
+            Err(_) => return Err(UpstreamError::Timeout.into()),
         };
-        self.metrics.upstream(upstream_seconds);
+        self.metrics.upstream(sent.elapsed().as_secs_f64());
         if response.status() == StatusCode::UNAUTHORIZED {
             return Err(ProxyError::UpstreamRejectedCredential);
         }
@@ -194,12 +200,14 @@ impl Proxy {
         record: &mut AccessRecord,
         deadline: Instant,
     ) -> Result<(&'rt Rule, ProxyBody), Refused> {
-        let token = bearer::bearer_token(&parts.headers)?;
-        let verified = match trt.verifier.lookup(token) {
+        let credential = bearer::bearer_credential(&parts.headers)?;
+        let verified = match trt.verifier.lookup(credential) {
             Ok(hit) => hit,
             // A miss checks a signature and may wait for keys: timed, and boxed because it is
             // large and rare next to the hits.
-            Err(miss) => Box::pin(within(deadline, trt.verifier.verify(token, miss))).await??,
+            Err(miss) => {
+                Box::pin(within(deadline, trt.verifier.verify(credential, miss))).await??
+            }
         };
         record.identify(&verified);
         let limit = usize::try_from(rt.config.server.max_body_bytes).unwrap_or(usize::MAX);

@@ -1,6 +1,5 @@
 //! The proxy listener: accept loop, optional TLS, HTTP/1.1 + HTTP/2, limits, graceful drain.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,12 +56,9 @@ pub async fn serve(
                 };
                 let service = {
                     let proxy = Arc::clone(&proxy);
-                    service_fn(move |req| {
-                        let (proxy, conn) = (Arc::clone(&proxy), conn.clone());
-                        // Boxed: hyper moves the service future into its connection state by
-                        // value, and the request's future is several KiB.
-                        Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req, conn).await) })
-                    })
+                    // Not boxed: hyper keeps the service future in its connection state, which
+                    // is already on the heap; a box cost an allocation and a copy per request.
+                    service_fn(move |req| Arc::clone(&proxy).handle(req, conn.clone()))
                 };
                 let (builder, watcher, tls) = (Arc::clone(&builder), graceful.watcher(), tls.clone());
                 let head_timeout = config.header_read_timeout;

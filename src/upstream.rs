@@ -71,18 +71,16 @@ impl Upstream {
         self.config.timeout
     }
 
-    /// Sends the request (origin-form target) with the upstream's `Host`, started at `sent`;
-    /// returns the response head with a streaming body, and the seconds it took.
-    pub async fn forward(
+    /// Sends the request (origin-form target) with the upstream's `Host`, at `sent`; resolves
+    /// to the response head with a streaming body. Not timed here: the caller bounds the
+    /// exchange by [`timeout`](Self::timeout) and its own deadline with one timer.
+    pub fn forward(
         &self,
         mut request: Request<ProxyBody>,
         sent: Instant,
-    ) -> Result<(Response<UpstreamBody>, f64), UpstreamError> {
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + '_ {
         request.headers_mut().insert(HOST, self.host.clone());
-        let response = tokio::time::timeout_at(sent + self.config.timeout, self.pool.send(request))
-            .await
-            .map_err(|_| UpstreamError::Timeout)??;
-        Ok((response, sent.elapsed().as_secs_f64()))
+        self.pool.send(request, sent)
     }
 }
 

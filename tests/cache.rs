@@ -73,9 +73,16 @@ async fn cache_hit_gives_the_same_decision_as_the_miss() {
     let twin = mint::corrupt_signature(&token);
     gw.get("/Users", Some(&twin)).await.assert_invalid_token();
     assert_eq!(cache_counts(&gw).await, (2.0, 5.0));
+    // The cache is asked before the b64token syntax is checked (a hit needs no check), but
+    // bytes outside that syntax never hit, and are refused as malformed without counting as
+    // a miss: the misses stay well-formed tokens the cache lacked.
+    for bent in [format!("{token}!"), format!("{token} x")] {
+        gw.get("/Users", Some(&bent)).await.assert_invalid_token();
+    }
+    assert_eq!(cache_counts(&gw).await, (2.0, 5.0));
     assert_eq!(upstream.hits(), 2);
 
-    let lines = wait_access_lines(&gw, 7).await;
+    let lines = wait_access_lines(&gw, 9).await;
     assert_eq!(lines[0]["rule"], lines[1]["rule"]);
     assert_eq!(lines[0]["rule"], json!("provisioners"));
     assert_eq!(lines[0]["service_account"], lines[1]["service_account"]);
@@ -86,6 +93,8 @@ async fn cache_hit_gives_the_same_decision_as_the_miss() {
     assert_eq!(lines[4]["reason"], json!("bad_signature"));
     assert_eq!(lines[5]["reason"], json!("bad_signature"));
     assert_eq!(lines[6]["reason"], json!("bad_signature"));
+    assert_eq!(lines[7]["reason"], json!("malformed"));
+    assert_eq!(lines[8]["reason"], json!("malformed"));
     let metrics = scrape(&gw).await;
     assert_eq!(
         metric_or_zero(

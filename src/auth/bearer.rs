@@ -14,6 +14,35 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// `1*SP`). A request with another scheme (`Basic`) carries no bearer credential, so it is
 /// `MissingToken` (RFC 6750 §3.1). The token must be a `b64token`; anything else is malformed.
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
+    bearer_credential(headers)?.token()
+}
+
+/// The credential of a `Bearer` header, its length checked but not yet its syntax.
+///
+/// The proxy looks these bytes up in the validated-token cache before checking their syntax:
+/// only verified tokens are cached, keyed by the SHA-256 of their exact bytes, so bytes that
+/// hit once passed [`token`](Self::token), and a hit skips a scan of every byte.
+#[derive(Debug, Clone, Copy)]
+pub struct Credential<'a>(&'a [u8]);
+
+impl<'a> Credential<'a> {
+    /// The raw bytes after the scheme, at most [`MAX_TOKEN_BYTES`].
+    pub fn bytes(&self) -> &'a [u8] {
+        self.0
+    }
+
+    /// The token, if it is a `b64token`.
+    pub fn token(&self) -> Result<&'a str, AuthError> {
+        if !is_b64token(self.0) {
+            return Err(AuthError::InvalidToken(TokenRejection::Malformed));
+        }
+        // is_b64token admits ASCII only, so this cannot fail; stay total anyway.
+        std::str::from_utf8(self.0).map_err(|_| AuthError::InvalidToken(TokenRejection::Malformed))
+    }
+}
+
+/// [`bearer_token`] up to, not including, the `b64token` check.
+pub fn bearer_credential(headers: &HeaderMap) -> Result<Credential<'_>, AuthError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(AuthError::MissingToken);
@@ -36,11 +65,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(AuthError::InvalidToken(TokenRejection::TooLarge));
     }
-    if !is_b64token(token) {
-        return Err(AuthError::InvalidToken(TokenRejection::Malformed));
-    }
-    // is_b64token admits ASCII only, so this cannot fail; stay total anyway.
-    std::str::from_utf8(token).map_err(|_| AuthError::InvalidToken(TokenRejection::Malformed))
+    Ok(Credential(token))
 }
 
 fn trim_leading_spaces(mut bytes: &[u8]) -> &[u8] {
@@ -53,8 +78,8 @@ fn trim_leading_spaces(mut bytes: &[u8]) -> &[u8] {
 /// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="` (RFC 6750 §2.1).
 fn is_b64token(token: &[u8]) -> bool {
     let body_len = token.len() - token.iter().rev().take_while(|&&b| b == b'=').count();
-    // Every request's token passes through here: range tests combined without short-circuits
-    // and folded the same way, which the compiler turns into a vector loop.
+    // Every token the cache has not seen passes through here: range tests combined without
+    // short-circuits and folded the same way, which the compiler turns into a vector loop.
     body_len > 0
         && token[..body_len]
             .iter()
@@ -118,6 +143,24 @@ mod tests {
             bearer_token(&headers(&[b"Bearer a.b.c", b"Bearer a.b.c"])),
             Err(AuthError::DuplicateAuthorization)
         );
+    }
+
+    #[test]
+    fn credential_defers_only_the_b64token_check() {
+        let malformed = Err(AuthError::InvalidToken(TokenRejection::Malformed));
+        let h = headers(&[b"bearer  a b"]);
+        let credential = bearer_credential(&h).unwrap();
+        assert_eq!(credential.bytes(), b"a b");
+        assert_eq!(credential.token(), malformed);
+        let h = headers(&[b"Bearer a.b.c"]);
+        assert_eq!(bearer_credential(&h).unwrap().token(), Ok("a.b.c"));
+        // Everything but the syntax is still decided up front.
+        let basic = headers(&[b"Basic a.b.c"]);
+        let scheme = bearer_credential(&basic).map(|c| c.bytes());
+        assert_eq!(scheme, Err(AuthError::MissingToken));
+        let big = headers(&[format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1)).as_bytes()]);
+        let size = bearer_credential(&big).map(|c| c.bytes());
+        assert_eq!(size, Err(AuthError::InvalidToken(TokenRejection::TooLarge)));
     }
 
     #[test]

@@ -63,10 +63,10 @@ impl TokenCache {
         self.entries.is_some()
     }
 
-    /// The cache key for a token.
-    pub fn key(token: &str) -> TokenKey {
+    /// The cache key for a token's bytes.
+    pub fn key(token: impl AsRef<[u8]>) -> TokenKey {
         let mut key = [0u8; 32];
-        key.copy_from_slice(digest(&SHA256, token.as_bytes()).as_ref());
+        key.copy_from_slice(digest(&SHA256, token.as_ref()).as_ref());
         key
     }
 
@@ -196,7 +196,7 @@ mod tests {
     fn filled(token_len: usize) -> (u64, u64) {
         let cache = TokenCache::new(10, Duration::ZERO);
         for i in 0..50 {
-            let key = TokenCache::key(&format!("{token_len}-{i}"));
+            let key = TokenCache::key(format!("{token_len}-{i}"));
             cache.insert(key, &verified(1_000, None), token_len, 1);
         }
         cache.usage()

@@ -14,6 +14,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
+use super::bearer::Credential;
 use super::cache::{TokenCache, TokenKey};
 use super::jwks::{Jwks, KeySet, VerifyKey};
 use super::strict_json::{StrictValue, parse_object};
@@ -49,6 +50,8 @@ pub struct Uncached {
     digest: TokenKey,
     keys: Option<Arc<KeySet>>,
     now: u64,
+    /// Whether the cache was asked (it is on, and keys are loaded): then this is a miss.
+    consulted: bool,
 }
 
 /// Verifies tokens against the JWKS cache and the `[jwt]` settings.
@@ -81,30 +84,46 @@ impl Verifier {
         }
     }
 
-    /// The token's verification from the validated-token cache, when it holds one that is
-    /// still valid under the current keys. Never waits: a hit is the whole of step 2.
-    pub fn lookup(&self, token: &str) -> Result<VerifiedToken, Uncached> {
+    /// The credential's verification from the validated-token cache, when it holds one that
+    /// is still valid under the current keys. Never waits: a hit is the whole of step 2, and
+    /// needs no syntax check (see [`Credential`]).
+    pub fn lookup(&self, credential: Credential<'_>) -> Result<VerifiedToken, Uncached> {
         let now = now();
-        let digest = TokenCache::key(token);
+        let digest = TokenCache::key(credential.bytes());
         let keys = self.jwks.current();
-        if let (true, Some(current)) = (self.cache.is_enabled(), &keys) {
-            let hit = self.cache.get(&digest, current.generation, now);
-            self.metrics.token_cache(hit.is_some());
-            if let Some(verified) = hit {
-                return Ok(verified);
-            }
+        let consulted = self.cache.is_enabled() && keys.is_some();
+        if let (true, Some(current)) = (consulted, &keys)
+            && let Some(verified) = self.cache.get(&digest, current.generation, now)
+        {
+            self.metrics.token_cache(true);
+            return Ok(verified);
         }
-        Err(Uncached { digest, keys, now })
+        Err(Uncached {
+            digest,
+            keys,
+            now,
+            consulted,
+        })
     }
 
-    /// Runs every check on a token [`lookup`](Self::lookup) did not find, and caches it when
-    /// it passes. Fetches keys only through the JWKS cache's rate-limited paths.
-    pub async fn verify(&self, token: &str, miss: Uncached) -> Result<VerifiedToken, AuthError> {
+    /// Runs every check on a credential [`lookup`](Self::lookup) did not find, and caches it
+    /// when it passes. Fetches keys only through the JWKS cache's rate-limited paths.
+    pub async fn verify(
+        &self,
+        credential: Credential<'_>,
+        miss: Uncached,
+    ) -> Result<VerifiedToken, AuthError> {
         let Uncached {
             digest,
             keys: current,
             now,
+            consulted,
         } = miss;
+        let token = credential.token()?;
+        // Counted after the syntax check, so a miss is a well-formed token the cache lacked.
+        if consulted {
+            self.metrics.token_cache(false);
+        }
         let header =
             inspect_header(token, &self.checks.allowed).map_err(AuthError::InvalidToken)?;
         // The refetches are boxed: a JWKS fetch future is about 1 KiB and rarely runs, and

@@ -70,6 +70,8 @@ pub struct UpstreamBody {
 struct Checkin {
     sender: http1::SendRequest<ProxyBody>,
     shared: Arc<Shared>,
+    /// When the request on it was sent: the start of its idle age once returned.
+    sent: Instant,
 }
 
 /// A connection ready for one request.
@@ -96,15 +98,18 @@ impl Pool {
         }
     }
 
-    /// Sends `request` (origin-form target, `Host` set) on a pooled or new connection.
+    /// Sends `request` (origin-form target, `Host` set) on a pooled or new connection. `sent`
+    /// is the caller's clock reading for this request: idle ages are measured against it,
+    /// which saves reading the clock again here.
     pub async fn send(
         &self,
         mut request: Request<ProxyBody>,
+        sent: Instant,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         loop {
             // Dialling is boxed: its future (TCP, TLS, handshake) is large and seldom runs, and
             // inline it would enlarge every request's future, which hyper moves by value.
-            let (conn, fresh) = match self.shared.checkout().await {
+            let (conn, fresh) = match self.shared.checkout(sent).await {
                 Some(conn) => (conn, false),
                 None => (Box::pin(self.connect()).await?, true),
             };
@@ -121,7 +126,7 @@ impl Pool {
                 }
                 Conn::H1(mut sender) => {
                     match sender.try_send_request(request).await {
-                        Ok(response) => return Ok(self.lend(sender, response)),
+                        Ok(response) => return Ok(self.lend(sender, response, sent)),
                         Err(mut e) => match e.take_message() {
                             // Not written: the connection closed while idle. Only a reused
                             // connection earns a retry; a fresh one failing is the answer.
@@ -140,10 +145,12 @@ impl Pool {
         &self,
         sender: http1::SendRequest<ProxyBody>,
         response: Response<Incoming>,
+        sent: Instant,
     ) -> Response<UpstreamBody> {
         let checkin = Checkin {
             sender,
             shared: Arc::clone(&self.shared),
+            sent,
         };
         response.map(|inner| {
             let checkin = if inner.is_end_stream() {
@@ -201,8 +208,8 @@ impl Pool {
 
 impl Shared {
     /// The HTTP/2 connection if one is open, else the most recently used idle HTTP/1.1
-    /// connection that is still open and not stale.
-    async fn checkout(&self) -> Option<Conn> {
+    /// connection that is still open and not stale at `now`.
+    async fn checkout(&self, now: Instant) -> Option<Conn> {
         let h2 = lock(&self.h2).clone();
         if let Some(mut sender) = h2 {
             if sender.ready().await.is_ok() {
@@ -212,7 +219,7 @@ impl Shared {
         }
         loop {
             let Idle { mut sender, since } = lock(&self.idle).pop()?;
-            if since.elapsed() > IDLE_TIMEOUT || sender.is_closed() {
+            if now.duration_since(since) > IDLE_TIMEOUT || sender.is_closed() {
                 continue;
             }
             // Returned when its last response ended, so it is ready now or about to be (its
@@ -223,11 +230,14 @@ impl Shared {
         }
     }
 
-    fn checkin(&self, sender: http1::SendRequest<ProxyBody>) {
+    /// Returns a connection whose last request was sent at `sent`. Its idle age is counted
+    /// from then, not from when the response ended: older by the response time, so it retires
+    /// a little early, never late, and the clock is not read again.
+    fn checkin(&self, sender: http1::SendRequest<ProxyBody>, sent: Instant) {
         if sender.is_closed() {
             return;
         }
-        let now = Instant::now();
+        let now = sent;
         let mut idle = lock(&self.idle);
         let stale = idle
             .iter()
@@ -242,7 +252,7 @@ impl Shared {
 
 impl Checkin {
     fn release(self) {
-        self.shared.checkin(self.sender);
+        self.shared.checkin(self.sender, self.sent);
     }
 }
 
