@@ -4,9 +4,9 @@
 # Starts an nginx backend (`return 200`, 1 worker), an nginx `proxy_pass` in front of it (1 worker),
 # a bare hyper proxy (examples/bare_proxy.rs: scimgate's HTTP stack with no pipeline, the framework
 # floor), and scimgate (1 runtime worker thread, local JWKS, one matching rule), then runs
-# `wrk -t1 -c32 -d5s` three times per scenario and reports the median: req/s, p50, p99, CPU µs per
-# request of the proxy process (user + system, from /proc/<pid>/stat), peak RSS, non-2xx count, and
-# the ratios to nginx proxy_pass. Every scenario sends the same request (GET /Users with a bearer
+# `wrk -t1 -c32 -d5s` against every scenario in turn, three rounds, and reports the median: req/s,
+# p50, p99, CPU µs per request of the proxy process (user + system, from /proc/<pid>/stat), peak
+# RSS, non-2xx count, and the ratios to nginx proxy_pass within each round. Every scenario sends the same request (GET /Users with a bearer
 # token), so the baselines parse and forward the same bytes as scimgate. Writes bench/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -122,34 +122,37 @@ cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }  # user, system
 CLK=$(getconf CLK_TCK)
 nginx_worker() { pgrep -P "$(cat "$WORK/$1/nginx.pid")" | head -n1; }
 
-# run NAME URL PID TOKENS_FILE -> appends "name|rps|p50|p99|user_us|sys_us|non2xx" per repetition
+# run NAME URL PID TOKENS_FILE REP -> appends "name|rps|p50|p99|user_us|sys_us|non2xx|rep"
 run() {
-  local name=$1 url=$2 pid=$3 tokens=$4
-  for rep in $(seq 1 "$REPS"); do
-    local u0 s0 u1 s1 out rps reqs p50 p99 errs user sys
-    read -r u0 s0 < <(cpu_ticks "$pid")
-    out=$(TOKENS_FILE=$tokens wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$WORK/tokens.lua" "$url")
-    read -r u1 s1 < <(cpu_ticks "$pid")
-    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
-    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-    p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-    errs=$(awk '/Non-2xx/ {print $5}' <<<"$out"); errs=${errs:-0}
-    sock=$(awk '/Socket errors/ {print $0}' <<<"$out")
-    [ -n "$sock" ] && errs="$errs ($sock)"
-    user=$(awk -v t=$((u1 - u0)) -v r="$reqs" -v c="$CLK" 'BEGIN { printf "%.1f", t * 1e6 / c / r }')
-    sys=$(awk -v t=$((s1 - s0)) -v r="$reqs" -v c="$CLK" 'BEGIN { printf "%.1f", t * 1e6 / c / r }')
-    echo "$name|$rps|$p50|$p99|$user|$sys|$errs" >> "$WORK/raw.txt"
-    echo "  $name rep $rep: $rps req/s, p50 $p50, p99 $p99, CPU/req ${user} us user + ${sys} us sys, non-2xx $errs"
-  done
+  local name=$1 url=$2 pid=$3 tokens=$4 rep=$5
+  local u0 s0 u1 s1 out rps reqs p50 p99 errs user sys
+  read -r u0 s0 < <(cpu_ticks "$pid")
+  out=$(TOKENS_FILE=$tokens wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$WORK/tokens.lua" "$url")
+  read -r u1 s1 < <(cpu_ticks "$pid")
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  errs=$(awk '/Non-2xx/ {print $5}' <<<"$out"); errs=${errs:-0}
+  sock=$(awk '/Socket errors/ {print $0}' <<<"$out")
+  [ -n "$sock" ] && errs="$errs ($sock)"
+  user=$(awk -v t=$((u1 - u0)) -v r="$reqs" -v c="$CLK" 'BEGIN { printf "%.1f", t * 1e6 / c / r }')
+  sys=$(awk -v t=$((s1 - s0)) -v r="$reqs" -v c="$CLK" 'BEGIN { printf "%.1f", t * 1e6 / c / r }')
+  echo "$name|$rps|$p50|$p99|$user|$sys|$errs|$rep" >> "$WORK/raw.txt"
+  echo "  round $rep, $name: $rps req/s, p50 $p50, p99 $p99, CPU/req ${user} us user + ${sys} us sys, non-2xx $errs"
 }
 
-echo "running: wrk -t1 -c$CONNS -d$DURATION x$REPS per scenario"
-run "direct backend (nginx return 200)" "http://127.0.0.1:$BACKEND/Users" "$(nginx_worker backend)" "$WORK/one.txt"
-run "nginx proxy_pass (no auth)" "http://127.0.0.1:$NGPROXY/Users" "$(nginx_worker proxy)" "$WORK/one.txt"
-run "bare hyper proxy (no auth; examples/bare_proxy.rs)" "http://127.0.0.1:$BARE/Users" "$BARE_PID" "$WORK/one.txt"
-run "scimgate, one valid token" "http://127.0.0.1:$GATEWAY/Users" "$GATEWAY_PID" "$WORK/one.txt"
-run "scimgate, $TOKENS rotating tokens" "http://127.0.0.1:$GATEWAY/Users" "$GATEWAY_PID" "$WORK/tokens.txt"
+# Rounds, not blocks: every scenario runs once per round, so each ratio to nginx compares runs
+# seconds apart. This VM's speed drifts by 10-20 % over a minute; three nginx runs followed by
+# three scimgate runs would fold that drift into the ratios.
+echo "running: wrk -t1 -c$CONNS -d$DURATION, $REPS rounds of every scenario"
+for rep in $(seq 1 "$REPS"); do
+  run "direct backend (nginx return 200)" "http://127.0.0.1:$BACKEND/Users" "$(nginx_worker backend)" "$WORK/one.txt" "$rep"
+  run "nginx proxy_pass (no auth)" "http://127.0.0.1:$NGPROXY/Users" "$(nginx_worker proxy)" "$WORK/one.txt" "$rep"
+  run "bare hyper proxy (no auth; examples/bare_proxy.rs)" "http://127.0.0.1:$BARE/Users" "$BARE_PID" "$WORK/one.txt" "$rep"
+  run "scimgate, one valid token" "http://127.0.0.1:$GATEWAY/Users" "$GATEWAY_PID" "$WORK/one.txt" "$rep"
+  run "scimgate, $TOKENS rotating tokens" "http://127.0.0.1:$GATEWAY/Users" "$GATEWAY_PID" "$WORK/tokens.txt" "$rep"
+done
 RSS=$(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$GATEWAY_PID/status")
 
 # Optional (BENCH_INSTRUCTIONS=1): user-space instructions per forwarded request, counted by
@@ -194,31 +197,43 @@ import sys, platform, os, datetime
 raw, rss, out, duration, reps, conns, instructions = sys.argv[1:8]
 rows = {}
 for line in open(raw):
-    name, rps, p50, p99, user, sys_, errs = line.rstrip("\n").split("|")
-    rows.setdefault(name, []).append((float(rps), p50, p99, float(user), float(sys_), errs))
+    name, rps, p50, p99, user, sys_, errs, rnd = line.rstrip("\n").split("|")
+    rows.setdefault(name, []).append((float(rps), p50, p99, float(user), float(sys_), errs, int(rnd)))
+def median(values):
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
 def median_row(runs):
     """The run with the median req/s, and the non-2xx count over all runs."""
     ordered = sorted(runs, key=lambda r: r[0])
     return ordered[len(ordered) // 2], sum(int(r[5].split()[0]) for r in runs)
 names = list(rows)
-nginx = median_row(rows[names[1]])[0]
-nginx_rps, nginx_cpu = nginx[0], nginx[3] + nginx[4]
+nginx = {r[6]: r for r in rows[names[1]]}
+def ratios(runs):
+    """Median over rounds of this scenario's req/s and CPU against nginx's in the same round."""
+    rps = median([r[0] / nginx[r[6]][0] for r in runs])
+    cpu = median([(r[3] + r[4]) / (nginx[r[6]][3] + nginx[r[6]][4]) for r in runs])
+    return rps, cpu
 cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
 lines = [
     "# scimgate benchmark results", "",
     f"Machine: {os.cpu_count()} cores, {cpu_model}, Linux {platform.release()}; "
     f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
-    f"Load: `wrk -t1 -c{conns} -d{duration}`, median of {reps} runs, loopback, every scenario `GET /Users` with "
-    "the same bearer token (the rotating row: 5000 distinct tokens); backend nginx `return 200` (1 worker); "
-    "nginx proxy 1 worker with upstream keepalive; scimgate `worker_threads = 1`, ES256 tokens, token cache on.", "",
+    f"Load: `wrk -t1 -c{conns} -d{duration}`, {reps} rounds of every scenario in turn, loopback, every scenario "
+    "`GET /Users` with the same bearer token (the rotating row: 5000 distinct tokens); backend nginx `return 200` "
+    "(1 worker); nginx proxy 1 worker with upstream keepalive; scimgate `worker_threads = 1`, ES256 tokens, "
+    "token cache on.", "",
     "| scenario | req/s | p50 | p99 | CPU µs/req | user + sys µs | non-2xx (all runs) | req/s vs nginx proxy | CPU vs nginx proxy |",
     "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
 ]
 for name in names:
-    (rps, p50, p99, user, sys_, _), errs = median_row(rows[name])
-    cpu = user + sys_
-    lines.append(f"| {name} | {rps:,.0f} | {p50} | {p99} | {cpu:.1f} | {user:.1f} + {sys_:.1f} | {errs} | "
-                 f"{rps / nginx_rps:.2f}x | {cpu / nginx_cpu:.2f}x |")
+    (rps, p50, p99, user, sys_, _, _), errs = median_row(rows[name])
+    rps_ratio, cpu_ratio = ratios(rows[name])
+    lines.append(f"| {name} | {rps:,.0f} | {p50} | {p99} | {user + sys_:.1f} | {user:.1f} + {sys_:.1f} | {errs} | "
+                 f"{rps_ratio:.2f}x | {cpu_ratio:.2f}x |")
+per_round = lambda name: ", ".join(f"{r[0] / nginx[r[6]][0]:.2f}" for r in rows[name])
+lines += ["", "Columns 2-6 are the run with the median req/s. The ratio columns are the median, over rounds, of "
+          "the scenario against nginx in the same round; per round, req/s vs nginx: "
+          + "; ".join(f"{name.split(' (')[0]} {per_round(name)}" for name in names[2:]) + "."]
 counted = [line.rstrip("\n").split("|") for line in open(instructions) if line.strip()]
 if counted:
     lines += ["", "Instructions per forwarded request (callgrind, user space, `wrk -t1 -c8 -d3s`): "
