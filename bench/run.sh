@@ -6,8 +6,9 @@
 # floor), and scimgate (1 runtime worker thread, local JWKS, one matching rule), then runs
 # `wrk -t1 -c32 -d5s` against every scenario in turn, three rounds, and reports the median: req/s,
 # p50, p99, CPU µs per request of the proxy process (user + system, from /proc/<pid>/stat), peak
-# RSS, non-2xx count, and the ratios to nginx proxy_pass within each round. Every scenario sends the same request (GET /Users with a bearer
-# token), so the baselines parse and forward the same bytes as scimgate. Writes bench/results.md.
+# RSS, non-2xx count, and the ratios to nginx proxy_pass within each round. Every scenario sends
+# the same request (GET /Users with a bearer token), so the baselines parse and forward the same
+# bytes as scimgate. Writes bench/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -144,14 +145,23 @@ run() {
 
 # Rounds, not blocks: every scenario runs once per round, so each ratio to nginx compares runs
 # seconds apart. This VM's speed drifts by 10-20 % over a minute; three nginx runs followed by
-# three scimgate runs would fold that drift into the ratios.
+# three scimgate runs would fold that drift into the ratios. Even rounds run the scenarios in
+# reverse, so no scenario always follows nginx by the same gap.
+SCENARIOS=(
+  "direct backend (nginx return 200)|http://127.0.0.1:$BACKEND/Users|$(nginx_worker backend)|$WORK/one.txt"
+  "nginx proxy_pass (no auth)|http://127.0.0.1:$NGPROXY/Users|$(nginx_worker proxy)|$WORK/one.txt"
+  "bare hyper proxy (no auth; examples/bare_proxy.rs)|http://127.0.0.1:$BARE/Users|$BARE_PID|$WORK/one.txt"
+  "scimgate, one valid token|http://127.0.0.1:$GATEWAY/Users|$GATEWAY_PID|$WORK/one.txt"
+  "scimgate, $TOKENS rotating tokens|http://127.0.0.1:$GATEWAY/Users|$GATEWAY_PID|$WORK/tokens.txt"
+)
 echo "running: wrk -t1 -c$CONNS -d$DURATION, $REPS rounds of every scenario"
 for rep in $(seq 1 "$REPS"); do
-  run "direct backend (nginx return 200)" "http://127.0.0.1:$BACKEND/Users" "$(nginx_worker backend)" "$WORK/one.txt" "$rep"
-  run "nginx proxy_pass (no auth)" "http://127.0.0.1:$NGPROXY/Users" "$(nginx_worker proxy)" "$WORK/one.txt" "$rep"
-  run "bare hyper proxy (no auth; examples/bare_proxy.rs)" "http://127.0.0.1:$BARE/Users" "$BARE_PID" "$WORK/one.txt" "$rep"
-  run "scimgate, one valid token" "http://127.0.0.1:$GATEWAY/Users" "$GATEWAY_PID" "$WORK/one.txt" "$rep"
-  run "scimgate, $TOKENS rotating tokens" "http://127.0.0.1:$GATEWAY/Users" "$GATEWAY_PID" "$WORK/tokens.txt" "$rep"
+  order=$(seq 0 $((${#SCENARIOS[@]} - 1)))
+  [ $((rep % 2)) = 0 ] && order=$(seq $((${#SCENARIOS[@]} - 1)) -1 0)
+  for i in $order; do
+    IFS='|' read -r name url pid tokens <<<"${SCENARIOS[$i]}"
+    run "$name" "$url" "$pid" "$tokens" "$rep"
+  done
 done
 RSS=$(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$GATEWAY_PID/status")
 
@@ -192,21 +202,20 @@ if [ "${BENCH_INSTRUCTIONS:-0}" = 1 ]; then
     "$BIN" serve --config "$WORK/callgrind.toml"
 fi
 
-python3 - "$WORK/raw.txt" "$RSS" "$ROOT/bench/results.md" "$DURATION" "$REPS" "$CONNS" "$WORK/instructions.txt" <<'PY'
+python3 - "$WORK/raw.txt" "$RSS" "$ROOT/bench/results.md" "$DURATION" "$REPS" "$CONNS" "$WORK/instructions.txt" "$(printf '%s\n' "${SCENARIOS[@]}")" <<'PY'
 import sys, platform, os, datetime
-raw, rss, out, duration, reps, conns, instructions = sys.argv[1:8]
+raw, rss, out, duration, reps, conns, instructions, scenarios = sys.argv[1:9]
 rows = {}
 for line in open(raw):
     name, rps, p50, p99, user, sys_, errs, rnd = line.rstrip("\n").split("|")
     rows.setdefault(name, []).append((float(rps), p50, p99, float(user), float(sys_), errs, int(rnd)))
-def median(values):
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
+from statistics import median
 def median_row(runs):
-    """The run with the median req/s, and the non-2xx count over all runs."""
+    """The run with the median req/s (the lower middle one for an even count), and the non-2xx
+    count over all runs."""
     ordered = sorted(runs, key=lambda r: r[0])
-    return ordered[len(ordered) // 2], sum(int(r[5].split()[0]) for r in runs)
-names = list(rows)
+    return ordered[(len(ordered) - 1) // 2], sum(int(r[5].split()[0]) for r in runs)
+names = [line.split("|", 1)[0] for line in scenarios.split("\n") if line]
 nginx = {r[6]: r for r in rows[names[1]]}
 def ratios(runs):
     """Median over rounds of this scenario's req/s and CPU against nginx's in the same round."""
@@ -230,7 +239,7 @@ for name in names:
     rps_ratio, cpu_ratio = ratios(rows[name])
     lines.append(f"| {name} | {rps:,.0f} | {p50} | {p99} | {user + sys_:.1f} | {user:.1f} + {sys_:.1f} | {errs} | "
                  f"{rps_ratio:.2f}x | {cpu_ratio:.2f}x |")
-per_round = lambda name: ", ".join(f"{r[0] / nginx[r[6]][0]:.2f}" for r in rows[name])
+per_round = lambda name: ", ".join(f"{r[0] / nginx[r[6]][0]:.2f}" for r in sorted(rows[name], key=lambda r: r[6]))
 lines += ["", "Columns 2-6 are the run with the median req/s. The ratio columns are the median, over rounds, of "
           "the scenario against nginx in the same round; per round, req/s vs nginx: "
           + "; ".join(f"{name.split(' (')[0]} {per_round(name)}" for name in names[2:]) + "."]

@@ -65,7 +65,7 @@ impl Proxy {
     /// Runs one request through the pipeline and always produces a response (step 6 here:
     /// metrics and the access line are written once, where the outcome is known). Never fails:
     /// the `Result` is hyper's service contract. The future owns its `Arc` so the listener can
-    /// box it as built, without an enclosing future to copy it into.
+    /// hand it to hyper as built, without an enclosing future to copy it into.
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
@@ -169,7 +169,8 @@ impl Proxy {
         headers::strip_response(response.headers_mut());
         headers::strip_echoed_key(response.headers_mut(), account.key.expose().as_bytes());
         // The body-reading steps are boxed: they are rare, and inline their futures would
-        // enlarge every request's future, which hyper moves by value.
+        // enlarge every request's future, whose space hyper holds for every open
+        // connection.
         if request.resource == Resource::ServiceProviderConfig
             && response.status() == StatusCode::OK
         {

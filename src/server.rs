@@ -56,8 +56,10 @@ pub async fn serve(
                 };
                 let service = {
                     let proxy = Arc::clone(&proxy);
-                    // Not boxed: hyper keeps the service future in its connection state, which
-                    // is already on the heap; a box cost an allocation and a copy per request.
+                    // Not boxed: hyper keeps the service future in a box of its own, allocated
+                    // once per connection and reused by every request on it; ours cost an
+                    // allocation and a copy per request. The price is that each open
+                    // connection holds the future's space (about 3.7 KiB), idle ones too.
                     service_fn(move |req| Arc::clone(&proxy).handle(req, conn.clone()))
                 };
                 let (builder, watcher, tls) = (Arc::clone(&builder), graceful.watcher(), tls.clone());

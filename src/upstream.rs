@@ -71,10 +71,11 @@ impl Upstream {
         self.config.timeout
     }
 
-    /// Sends the request (origin-form target) with the upstream's `Host`, at `sent`; resolves
-    /// to the response head with a streaming body. Not timed here: the caller bounds the
-    /// exchange by [`timeout`](Self::timeout) and its own deadline with one timer.
-    pub fn forward(
+    /// Sends the request (origin-form target) with the upstream's `Host`, at `sent` (a clock
+    /// reading just taken); resolves to the response head with a streaming body. Not timed
+    /// here: the caller must bound the exchange by [`timeout`](Self::timeout) (and its own
+    /// deadline), with one timer. Crate-private for that reason.
+    pub(crate) fn forward(
         &self,
         mut request: Request<ProxyBody>,
         sent: Instant,

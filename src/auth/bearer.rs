@@ -22,8 +22,15 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
 /// The proxy looks these bytes up in the validated-token cache before checking their syntax:
 /// only verified tokens are cached, keyed by the SHA-256 of their exact bytes, so bytes that
 /// hit once passed [`token`](Self::token), and a hit skips a scan of every byte.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Credential<'a>(&'a [u8]);
+
+/// Shows the length only: the bytes are a bearer token.
+impl std::fmt::Debug for Credential<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credential({} bytes)", self.0.len())
+    }
+}
 
 impl<'a> Credential<'a> {
     /// The raw bytes after the scheme, at most [`MAX_TOKEN_BYTES`].
@@ -151,6 +158,11 @@ mod tests {
         let h = headers(&[b"bearer  a b"]);
         let credential = bearer_credential(&h).unwrap();
         assert_eq!(credential.bytes(), b"a b");
+        assert_eq!(
+            format!("{credential:?}"),
+            "Credential(3 bytes)",
+            "never the token"
+        );
         assert_eq!(credential.token(), malformed);
         let h = headers(&[b"Bearer a.b.c"]);
         assert_eq!(bearer_credential(&h).unwrap().token(), Ok("a.b.c"));

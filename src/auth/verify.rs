@@ -127,7 +127,8 @@ impl Verifier {
         let header =
             inspect_header(token, &self.checks.allowed).map_err(AuthError::InvalidToken)?;
         // The refetches are boxed: a JWKS fetch future is about 1 KiB and rarely runs, and
-        // inline it would enlarge every request's future, which hyper moves by value.
+        // inline it would enlarge every request's future, whose space hyper holds for every
+        // open connection.
         let mut keys = match current {
             Some(keys) => keys,
             None => Box::pin(self.jwks.refetch_after(None))

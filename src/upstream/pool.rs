@@ -70,8 +70,6 @@ pub struct UpstreamBody {
 struct Checkin {
     sender: http1::SendRequest<ProxyBody>,
     shared: Arc<Shared>,
-    /// When the request on it was sent: the start of its idle age once returned.
-    sent: Instant,
 }
 
 /// A connection ready for one request.
@@ -99,8 +97,8 @@ impl Pool {
     }
 
     /// Sends `request` (origin-form target, `Host` set) on a pooled or new connection. `sent`
-    /// is the caller's clock reading for this request: idle ages are measured against it,
-    /// which saves reading the clock again here.
+    /// is the caller's clock reading, taken just before: idle ages at checkout are measured
+    /// against it rather than reading the clock again.
     pub async fn send(
         &self,
         mut request: Request<ProxyBody>,
@@ -108,7 +106,8 @@ impl Pool {
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         loop {
             // Dialling is boxed: its future (TCP, TLS, handshake) is large and seldom runs, and
-            // inline it would enlarge every request's future, which hyper moves by value.
+            // inline it would enlarge every request's future, whose space hyper holds for
+            // every open connection.
             let (conn, fresh) = match self.shared.checkout(sent).await {
                 Some(conn) => (conn, false),
                 None => (Box::pin(self.connect()).await?, true),
@@ -126,7 +125,7 @@ impl Pool {
                 }
                 Conn::H1(mut sender) => {
                     match sender.try_send_request(request).await {
-                        Ok(response) => return Ok(self.lend(sender, response, sent)),
+                        Ok(response) => return Ok(self.lend(sender, response)),
                         Err(mut e) => match e.take_message() {
                             // Not written: the connection closed while idle. Only a reused
                             // connection earns a retry; a fresh one failing is the answer.
@@ -145,12 +144,10 @@ impl Pool {
         &self,
         sender: http1::SendRequest<ProxyBody>,
         response: Response<Incoming>,
-        sent: Instant,
     ) -> Response<UpstreamBody> {
         let checkin = Checkin {
             sender,
             shared: Arc::clone(&self.shared),
-            sent,
         };
         response.map(|inner| {
             let checkin = if inner.is_end_stream() {
@@ -208,7 +205,8 @@ impl Pool {
 
 impl Shared {
     /// The HTTP/2 connection if one is open, else the most recently used idle HTTP/1.1
-    /// connection that is still open and not stale at `now`.
+    /// connection that is still open and not stale at `now` (a clock reading taken just
+    /// before; a connection may outlive `IDLE_TIMEOUT` by that gap, microseconds).
     async fn checkout(&self, now: Instant) -> Option<Conn> {
         let h2 = lock(&self.h2).clone();
         if let Some(mut sender) = h2 {
@@ -230,14 +228,13 @@ impl Shared {
         }
     }
 
-    /// Returns a connection whose last request was sent at `sent`. Its idle age is counted
-    /// from then, not from when the response ended: older by the response time, so it retires
-    /// a little early, never late, and the clock is not read again.
-    fn checkin(&self, sender: http1::SendRequest<ProxyBody>, sent: Instant) {
+    fn checkin(&self, sender: http1::SendRequest<ProxyBody>) {
         if sender.is_closed() {
             return;
         }
-        let now = sent;
+        // Read here, when the response ended, so the list stays in idle-age order and the
+        // trim below finds every stale connection at the front.
+        let now = Instant::now();
         let mut idle = lock(&self.idle);
         let stale = idle
             .iter()
@@ -252,7 +249,7 @@ impl Shared {
 
 impl Checkin {
     fn release(self) {
-        self.shared.checkin(self.sender, self.sent);
+        self.shared.checkin(self.sender);
     }
 }
 
