@@ -240,7 +240,9 @@ fn warn_about_restart_only_changes(old: &Config, new: &Config) {
         ),
         ("server timeouts and limits", {
             let (a, b) = (&old.server, &new.server);
-            a.header_read_timeout != b.header_read_timeout || a.shutdown_grace != b.shutdown_grace
+            a.header_read_timeout != b.header_read_timeout
+                || a.shutdown_grace != b.shutdown_grace
+                || a.max_connections != b.max_connections
         }),
     ];
     for (key, changed) in changes {

@@ -127,6 +127,8 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
     pub max_body_bytes: u64,
+    /// Open proxy connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
     pub shutdown_grace: Duration,
 }
 

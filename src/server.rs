@@ -8,7 +8,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
@@ -22,7 +22,9 @@ const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `listener` until `shutdown` flips to true, then drains in-flight requests for at most
-/// `config.shutdown_grace`.
+/// `config.shutdown_grace`. At most `config.max_connections` connections are open at once (a
+/// TLS handshake or protocol sniff counts): at the limit nothing more is accepted, and new
+/// connections wait in the kernel's listen backlog until one closes (threats T33).
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -36,7 +38,22 @@ pub async fn serve(
         h2: connection_builder(config).http2_only(),
     });
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let mut at_limit = false;
     loop {
+        if slots.available_permits() == 0 && !at_limit {
+            tracing::warn!(
+                max_connections = config.max_connections,
+                "connection limit reached; new connections wait until one closes"
+            );
+        }
+        at_limit = slots.available_permits() == 0;
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot,
+            _ = shutdown.changed() => break,
+        };
+        // The semaphore is never closed, so this always holds a permit.
+        let Ok(slot) = slot else { break };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -66,6 +83,8 @@ pub async fn serve(
                 let head_timeout = config.header_read_timeout;
                 let mut stopping = shutdown.clone();
                 tokio::spawn(async move {
+                    // Held until the connection ends, whichever way it ends.
+                    let _slot = slot;
                     let result = match tls {
                         None => {
                             // Not yet a hyper connection: shutdown must not wait for it.

@@ -442,6 +442,7 @@ fn config_key() -> impl Strategy<Value = (String, String)> {
         Just(("server", "header_read_timeout")),
         Just(("server", "request_timeout")),
         Just(("server", "max_body_bytes")),
+        Just(("server", "max_connections")),
         Just(("server", "shutdown_grace")),
         Just(("admin", "listen")),
         Just(("log", "level")),

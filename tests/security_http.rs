@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::json;
 use support::h2client::{self, RawH2};
+use support::observe::scrape;
 use support::upstream::{BASE_PATH, Recorded};
 use support::wire::{self, RawConn};
 use support::{
@@ -1692,6 +1693,48 @@ async fn t33_silent_connections_are_closed() {
         b,
         "a connection that sent a partial h2 preface is still open after 4 s"
     );
+}
+
+/// T33 Thousands of open connections: `server.max_connections` bounds how many are served at
+/// once. At the limit the next connection waits in the listen backlog, unanswered, and is served
+/// as soon as an open one closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t33_connections_beyond_max_connections_wait_for_a_free_slot() {
+    let (_jwks, upstream, cfg) = fixture().await;
+    let gw = Gateway::start(cfg.set("server", "max_connections", "2")).await;
+    let request = format!("GET /Users HTTP/1.1\r\nHost: gw\r\n{}\r\n\r\n", auth_line());
+    // Two keep-alive connections, each served once and left open: the limit.
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut conn = RawConn::connect(gw.proxy_addr).await.expect("connect");
+        conn.send(request.as_bytes()).await.expect("send");
+        let r = conn.response(Duration::from_secs(5)).await.expect("served");
+        assert_eq!(r.status, 200);
+        open.push(conn);
+    }
+    // A third: the kernel completes the handshake, scimgate does not take it.
+    let mut third = RawConn::connect(gw.proxy_addr).await.expect("connect");
+    third.send(request.as_bytes()).await.expect("send");
+    let waited = third.response(Duration::from_millis(500)).await;
+    assert!(
+        waited
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut),
+        "a connection over the limit was served: {:?}",
+        waited.map(|r| r.status)
+    );
+    assert_eq!(upstream.hits(), 2);
+    // One closes: the waiting connection is accepted and its request answered.
+    drop(open.pop());
+    let r = third
+        .response(Duration::from_secs(5))
+        .await
+        .expect("served once a slot freed");
+    assert_eq!(r.status, 200);
+    assert_eq!(upstream.hits(), 3);
+    // The admin listener has limits of its own: scraping still works at the limit.
+    let text = scrape(&gw).await;
+    assert!(text.contains("scimgate_requests_total"));
 }
 
 /// Frames for `GET /Users` on `stream` without a token.

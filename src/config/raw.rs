@@ -44,6 +44,7 @@ pub struct RawServer {
     pub header_read_timeout: String,
     pub request_timeout: String,
     pub max_body_bytes: u64,
+    pub max_connections: u64,
     pub shutdown_grace: String,
 }
 
@@ -141,6 +142,7 @@ impl Default for RawServer {
             header_read_timeout: "10s".into(),
             request_timeout: "60s".into(),
             max_body_bytes: 10 * 1024 * 1024,
+            max_connections: 4096,
             shutdown_grace: "20s".into(),
         }
     }

@@ -76,6 +76,7 @@ fn reports_every_problem_with_its_path() {
 [server]
 listen = "nowhere"
 header_read_timeout = "soon"
+max_connections = 0
 [upstream]
 url = "ftp://x"
 surprise = true
@@ -97,6 +98,7 @@ api_key_env = "SCIMGATE_TEST_UNSET_VARIABLE"
         "upstream.surprise: unknown key",
         "server.listen: invalid address",
         "server.header_read_timeout: invalid duration",
+        "server.max_connections: must be between 1 and 1000000",
         "upstream.url: \"ftp://x\" must be an absolute",
         "jwt.jwks_url: must use https",
         "jwt.leeway: 10m is more than the 5m maximum",

@@ -17,6 +17,10 @@ use super::{
     Problem, Secrets, ServerConfig, Tenant, TlsFiles, UpstreamConfig,
 };
 
+/// Upper bound for `server.max_connections`: far above what one process can serve, low enough
+/// that a typo (an extra zero or three) is caught rather than silently disabling the limit.
+const MAX_CONNECTIONS_LIMIT: u64 = 1_000_000;
+
 mod rules;
 mod tenant;
 
@@ -202,6 +206,12 @@ fn server(c: &mut Checker, raw: &RawServer) -> ServerConfig {
     if raw.max_body_bytes == 0 {
         c.problem("server.max_body_bytes", "must be greater than zero");
     }
+    if !(1..=MAX_CONNECTIONS_LIMIT).contains(&raw.max_connections) {
+        c.problem(
+            "server.max_connections",
+            format!("must be between 1 and {MAX_CONNECTIONS_LIMIT}"),
+        );
+    }
     ServerConfig {
         listen: c.socket_addr("server.listen", &raw.listen),
         tls,
@@ -209,6 +219,8 @@ fn server(c: &mut Checker, raw: &RawServer) -> ServerConfig {
             .positive_duration("server.header_read_timeout", &raw.header_read_timeout),
         request_timeout: c.positive_duration("server.request_timeout", &raw.request_timeout),
         max_body_bytes: raw.max_body_bytes,
+        max_connections: usize::try_from(raw.max_connections.clamp(1, MAX_CONNECTIONS_LIMIT))
+            .unwrap_or(1),
         shutdown_grace: c.duration("server.shutdown_grace", &raw.shutdown_grace),
     }
 }

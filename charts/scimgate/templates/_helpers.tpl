@@ -206,6 +206,6 @@ these rolls the pods; everything else in the ConfigMap/Secret is hot-reloaded.
 {{- define "scimgate.restartChecksum" -}}
 {{- $cfg := include "scimgate.effectiveConfig" . | fromYaml }}
 {{- $server := $cfg.server | default dict }}
-{{- $restart := dict "server" (pick $server "listen" "header_read_timeout" "shutdown_grace") "tls" (hasKey $server "tls_cert_file") "admin" $cfg.admin "log" ($cfg.log | default dict) "runtime" ($cfg.runtime | default dict) }}
+{{- $restart := dict "server" (pick $server "listen" "header_read_timeout" "max_connections" "shutdown_grace") "tls" (hasKey $server "tls_cert_file") "admin" $cfg.admin "log" ($cfg.log | default dict) "runtime" ($cfg.runtime | default dict) }}
 {{- toJson $restart | sha256sum }}
 {{- end }}
