@@ -122,6 +122,7 @@ impl App {
             listeners.proxy,
             tls,
             Arc::clone(&app.proxy),
+            Arc::clone(&app.metrics),
             &config,
             shutdown,
         )

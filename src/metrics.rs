@@ -55,6 +55,8 @@ pub struct Metrics {
     token_cache_misses: IntCounter,
     config_reloads: IntCounterVec,
     config_last_reload: Gauge,
+    connections_open: IntGauge,
+    connections_max: IntGauge,
     /// Label lookups hash strings under a lock: resolve the fixed ones once.
     by_outcome: Vec<(prometheus::IntCounter, Histogram)>,
     allowed: IntCounter,
@@ -192,6 +194,14 @@ impl Metrics {
             "scimgate_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful config load (startup or reload).",
         )?;
+        let connections_open = IntGauge::new(
+            "scimgate_connections_open",
+            "Open proxy connections (TLS handshakes and protocol detection included).",
+        )?;
+        let connections_max = IntGauge::new(
+            "scimgate_connections_max",
+            "server.max_connections: proxy connections served at once; more wait to be accepted.",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("scimgate_build_info", "Build information; always 1."),
             &["version"],
@@ -212,6 +222,8 @@ impl Metrics {
             Box::new(token_cache_misses.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_last_reload.clone()),
+            Box::new(connections_open.clone()),
+            Box::new(connections_max.clone()),
             Box::new(build_info),
         ] {
             registry.register(collector)?;
@@ -240,6 +252,8 @@ impl Metrics {
             allowed,
             config_reloads,
             config_last_reload,
+            connections_open,
+            connections_max,
         })
     }
 
@@ -292,6 +306,21 @@ impl Metrics {
         }
         if reload != Some(false) {
             self.config_last_reload.set(unix_now());
+        }
+    }
+
+    /// The connection limit the listener runs with.
+    pub fn connection_limit(&self, max: usize) {
+        self.connections_max
+            .set(i64::try_from(max).unwrap_or(i64::MAX));
+    }
+
+    /// A proxy connection was accepted (`true`) or has ended (`false`).
+    pub fn connection(&self, opened: bool) {
+        if opened {
+            self.connections_open.inc();
+        } else {
+            self.connections_open.dec();
         }
     }
 

@@ -8,10 +8,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
+use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Proxy};
 
 /// HTTP/1 read buffer, which bounds the request head: a larger head is answered with 431.
@@ -29,6 +30,7 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     proxy: Arc<Proxy>,
+    metrics: Arc<Metrics>,
     config: &ServerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -39,6 +41,7 @@ pub async fn serve(
     });
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(config.max_connections));
+    metrics.connection_limit(config.max_connections);
     let mut at_limit = false;
     loop {
         if slots.available_permits() == 0 && !at_limit {
@@ -53,7 +56,7 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         };
         // The semaphore is never closed, so this always holds a permit.
-        let Ok(slot) = slot else { break };
+        let Ok(permit) = slot else { break };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -66,6 +69,7 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let slot = Slot::new(permit, Arc::clone(&metrics));
                 let conn = ConnInfo {
                     peer,
                     https: tls.is_some(),
@@ -125,6 +129,29 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!(grace = ?config.shutdown_grace, "shutdown grace period over; closing remaining connections");
+    }
+}
+
+/// One open connection's place under `server.max_connections`, counted in
+/// `scimgate_connections_open` while it lasts.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, metrics: Arc<Metrics>) -> Self {
+        metrics.connection(true);
+        Self {
+            _permit: permit,
+            metrics,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.metrics.connection(false);
     }
 }
 

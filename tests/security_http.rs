@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::json;
 use support::h2client::{self, RawH2};
-use support::observe::scrape;
+use support::observe::{metric, scrape};
 use support::upstream::{BASE_PATH, Recorded};
 use support::wire::{self, RawConn};
 use support::{
@@ -1724,6 +1724,18 @@ async fn t33_connections_beyond_max_connections_wait_for_a_free_slot() {
         waited.map(|r| r.status)
     );
     assert_eq!(upstream.hits(), 2);
+    // Operators see the saturation (the admin listener is not counted).
+    let text = scrape(&gw).await;
+    assert_eq!(
+        metric(&text, "scimgate_connections_open"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "scimgate_connections_max"),
+        Some(2.0),
+        "{text}"
+    );
     // One closes: the waiting connection is accepted and its request answered.
     drop(open.pop());
     let r = third
@@ -1732,9 +1744,17 @@ async fn t33_connections_beyond_max_connections_wait_for_a_free_slot() {
         .expect("served once a slot freed");
     assert_eq!(r.status, 200);
     assert_eq!(upstream.hits(), 3);
-    // The admin listener has limits of its own: scraping still works at the limit.
-    let text = scrape(&gw).await;
-    assert!(text.contains("scimgate_requests_total"));
+    // All closed: none counted, once the server has seen each end.
+    drop((open, third));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let open = metric(&scrape(&gw).await, "scimgate_connections_open");
+        if open == Some(0.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still counted open: {open:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Frames for `GET /Users` on `stream` without a token.
