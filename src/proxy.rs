@@ -293,8 +293,8 @@ struct Elapsed;
 
 /// `fut`, failed with [`Elapsed`] if it is still pending at `deadline`. Unlike
 /// `tokio::time::timeout_at`, the timer is only created once `fut` has to wait: the steps
-/// this guards (a token-cache hit, a small error body) usually finish on their first poll, and
-/// then cost no timer registration at all.
+/// this guards (a signature check with the keys at hand, a small error body) usually finish on
+/// their first poll, and then cost no timer registration at all.
 async fn within<F: Future>(deadline: Instant, fut: F) -> Result<F::Output, Elapsed> {
     let mut fut = std::pin::pin!(fut);
     let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;

@@ -44,13 +44,14 @@ pub async fn serve(
     metrics.connection_limit(config.max_connections);
     let mut at_limit = false;
     loop {
-        if slots.available_permits() == 0 && !at_limit {
+        let full = slots.available_permits() == 0;
+        if full && !at_limit {
             tracing::warn!(
                 max_connections = config.max_connections,
                 "connection limit reached; new connections wait until one closes"
             );
         }
-        at_limit = slots.available_permits() == 0;
+        at_limit = full;
         let slot = tokio::select! {
             slot = Arc::clone(&slots).acquire_owned() => slot,
             _ = shutdown.changed() => break,

@@ -50,8 +50,6 @@ pub struct Uncached {
     digest: TokenKey,
     keys: Option<Arc<KeySet>>,
     now: u64,
-    /// Whether the cache was asked (it is on, and keys are loaded): then this is a miss.
-    consulted: bool,
 }
 
 /// Verifies tokens against the JWKS cache and the `[jwt]` settings.
@@ -91,19 +89,13 @@ impl Verifier {
         let now = now();
         let digest = TokenCache::key(credential.bytes());
         let keys = self.jwks.current();
-        let consulted = self.cache.is_enabled() && keys.is_some();
-        if let (true, Some(current)) = (consulted, &keys)
+        if let Some(current) = &keys
             && let Some(verified) = self.cache.get(&digest, current.generation, now)
         {
             self.metrics.token_cache(true);
             return Ok(verified);
         }
-        Err(Uncached {
-            digest,
-            keys,
-            now,
-            consulted,
-        })
+        Err(Uncached { digest, keys, now })
     }
 
     /// Runs every check on a credential [`lookup`](Self::lookup) did not find, and caches it
@@ -117,11 +109,11 @@ impl Verifier {
             digest,
             keys: current,
             now,
-            consulted,
         } = miss;
         let token = credential.token()?;
-        // Counted after the syntax check, so a miss is a well-formed token the cache lacked.
-        if consulted {
+        // Counted after the syntax check, so a miss is a well-formed token the cache lacked
+        // (asked only when it is on and keys are loaded).
+        if self.cache.is_enabled() && current.is_some() {
             self.metrics.token_cache(false);
         }
         let header =
