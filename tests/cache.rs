@@ -81,6 +81,9 @@ async fn cache_hit_gives_the_same_decision_as_the_miss() {
     }
     assert_eq!(cache_counts(&gw).await, (2.0, 5.0));
     assert_eq!(upstream.hits(), 2);
+    // Neither the cached token nor its bent variants reach a log line (nor, as always, the key).
+    let (bang, spaced) = (format!("{token}!"), format!("{token} x"));
+    gw.assert_logs_free_of(&[&token, &bang, &spaced]);
 
     let lines = wait_access_lines(&gw, 9).await;
     assert_eq!(lines[0]["rule"], lines[1]["rule"]);
