@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http_body_util::{Full, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::screen::ScreenedBody;
 use crate::upstream::UpstreamBody;
 
 /// Errors inside bodies (hyper, length limits), boxed only when one happens.
@@ -21,8 +22,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum ProxyBody {
     /// The caller's request body, cut off at `server.max_body_bytes`.
     Caller(Limited<Incoming>),
-    /// The upstream's response body; reading it to the end returns its connection to the pool.
-    Upstream(UpstreamBody),
+    /// The upstream's 2xx response body, screened for the key as it streams; reading it to the
+    /// end returns its connection to the pool.
+    Upstream(ScreenedBody<UpstreamBody>),
     /// A body held in memory: error documents, a rewritten or screened response, a `/Bulk`
     /// request that was read to be checked.
     Full(Full<Bytes>),
@@ -46,9 +48,7 @@ impl Body for ProxyBody {
         // Every variant is Unpin, so no projection is needed.
         match self.get_mut() {
             Self::Caller(body) => Pin::new(body).poll_frame(cx),
-            Self::Upstream(body) => Pin::new(body)
-                .poll_frame(cx)
-                .map_err(|e| -> BoxError { Box::new(e) }),
+            Self::Upstream(body) => Pin::new(body).poll_frame(cx),
             Self::Full(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map_err(|never: Infallible| match never {}),

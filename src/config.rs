@@ -130,6 +130,8 @@ pub struct ServerConfig {
     /// Open proxy connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
     pub shutdown_grace: Duration,
+    /// Request headers forwarded beside the built-in allow-list (`server.forward_headers`).
+    pub forward_headers: Vec<HeaderName>,
 }
 
 /// PEM files for the optional TLS listener.
@@ -171,6 +173,9 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub ca_file: Option<PathBuf>,
+    /// Resource types beyond Users and Groups (`upstream.resource_types`), parsed by the same
+    /// grammar: `/{type}`, `/{type}/{id}`, `/{type}/.search`.
+    pub resource_types: Vec<Arc<str>>,
 }
 
 /// `[jwt]`.
@@ -226,8 +231,10 @@ pub struct ServiceAccount {
     pub value: HeaderValue,
     pub scheme: Option<String>,
     pub source: SecretSource,
-    /// The key alone, to recognise it if an upstream echoes it back.
+    /// The key alone.
     pub key: Secret,
+    /// The key's echoable forms, to recognise it in any part of a response.
+    pub screen: Arc<crate::screen::KeyScreen>,
 }
 
 impl fmt::Debug for ServiceAccount {

@@ -24,9 +24,10 @@ pub enum ProxyError {
     /// The upstream answered 401 to the service account's key: our fault, not the caller's.
     #[error("upstream rejected the service account credential")]
     UpstreamRejectedCredential,
-    /// The upstream's error response echoed the service account's key; it is not relayed.
-    #[error("upstream response contained the service account credential")]
-    UpstreamLeakedCredential,
+    /// The upstream's response held the service account's key, or a body scimgate had to
+    /// screen could not be read with certainty; it is not relayed.
+    #[error("upstream response withheld: {0}")]
+    UpstreamWithheld(#[from] crate::screen::Withheld),
     /// The whole exchange outlived `server.request_timeout` (usually a slow request body).
     #[error("request exceeded server.request_timeout")]
     RequestTimeout,
@@ -39,10 +40,16 @@ pub enum RequestError {
     BadTarget,
     #[error("the /Bulk body is not a SCIM BulkRequest")]
     InvalidBulk,
+    #[error("not a SCIM endpoint")]
+    NotFound,
+    #[error("a method-override query parameter")]
+    MethodOverride,
+    #[error("request body in a content-coding or media type scimgate cannot judge")]
+    UnsupportedMediaType,
     #[error("no tenant's path_prefix matches the path")]
     UnknownTenant,
     #[error(
-        "ambiguous path: dot or empty segments, encoded / or \\, ; parameters, or bad %-encoding"
+        "ambiguous path: dot or empty segments, encoded / or \\, ; parameters, control characters, bad or needless %-encoding"
     )]
     AmbiguousPath,
     #[error("method not allowed through the proxy")]
@@ -74,8 +81,13 @@ impl ProxyError {
             }
             Self::Auth(AuthError::KeysUnavailable) => Outcome::JwksUnavailable,
             Self::Request(
-                RequestError::BadTarget | RequestError::InvalidBulk | RequestError::AmbiguousPath,
+                RequestError::BadTarget
+                | RequestError::InvalidBulk
+                | RequestError::AmbiguousPath
+                | RequestError::MethodOverride,
             ) => Outcome::BadRequest,
+            Self::Request(RequestError::NotFound) => Outcome::NotFound,
+            Self::Request(RequestError::UnsupportedMediaType) => Outcome::UnsupportedMediaType,
             Self::Request(RequestError::MethodNotAllowed) => Outcome::MethodNotAllowed,
             Self::Request(RequestError::UnknownTenant) => Outcome::UnknownTenant,
             Self::Request(RequestError::PayloadTooLarge)
@@ -83,7 +95,7 @@ impl ProxyError {
             Self::Upstream(UpstreamError::Unavailable(_)) => Outcome::UpstreamUnavailable,
             Self::Upstream(UpstreamError::Timeout) => Outcome::UpstreamTimeout,
             Self::UpstreamRejectedCredential => Outcome::UpstreamRejectedCredential,
-            Self::UpstreamLeakedCredential => Outcome::UpstreamUnavailable,
+            Self::UpstreamWithheld(_) => Outcome::UpstreamWithheld,
             Self::RequestTimeout => Outcome::RequestTimeout,
         }
     }
@@ -123,6 +135,21 @@ impl ProxyError {
             Self::Request(RequestError::UnknownTenant) => {
                 (StatusCode::NOT_FOUND, None, "no tenant serves this path")
             }
+            Self::Request(RequestError::NotFound) => (
+                StatusCode::NOT_FOUND,
+                None,
+                "not a SCIM endpoint: scimgate forwards only the endpoints of RFC 7644 section 3",
+            ),
+            Self::Request(RequestError::MethodOverride) => (
+                StatusCode::BAD_REQUEST,
+                None,
+                "method-override parameters are not forwarded: send the real method",
+            ),
+            Self::Request(RequestError::UnsupportedMediaType) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                None,
+                "send the request body as uncompressed UTF-8 application/scim+json",
+            ),
             Self::Request(RequestError::InvalidBulk) => (
                 StatusCode::BAD_REQUEST,
                 None,
@@ -146,10 +173,10 @@ impl ProxyError {
             Self::Upstream(UpstreamError::Timeout) => {
                 (StatusCode::GATEWAY_TIMEOUT, None, "upstream timed out")
             }
-            Self::UpstreamLeakedCredential => (
+            Self::UpstreamWithheld(_) => (
                 StatusCode::BAD_GATEWAY,
                 None,
-                "the upstream's error response was withheld",
+                "the upstream's response was withheld",
             ),
             Self::UpstreamRejectedCredential => (
                 StatusCode::BAD_GATEWAY,
@@ -181,7 +208,7 @@ impl ProxyError {
         if parts.status == StatusCode::METHOD_NOT_ALLOWED {
             headers.insert(
                 http::header::ALLOW,
-                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE"),
             );
         }
         response

@@ -144,7 +144,10 @@ fn decide(config: &Tenant, claims: &Map<String, Value>, x: &mut Explanation) -> 
     }
     // The decision comes from the proxy's own function, not from the loop above. explain has no
     // request, so it asks about a plain read of /Users.
-    let read_users = crate::scim::classify(&http::Method::GET, "/Users");
+    let read_users = crate::scim::Classified {
+        operation: crate::scim::Operation::Read,
+        resource: crate::scim::Resource::Users,
+    };
     let rule = policy::authorize(&config.rules, claims, &read_users, &[])
         .map_err(|e| x.fail("decision", &reason(e)))?;
     let account = &rule.account;

@@ -1,16 +1,20 @@
 //! Step 4: header hygiene on the way up and down, and the service account's credential.
 //!
-//! Requests: remove everything the caller must not control (its credential, every service
-//! account's credential header in any spelling, hop-by-hop and `Connection`-nominated fields,
-//! forwarding and method-override headers), *then* add ours, so a client cannot make us drop
-//! a header we set (RFC 9110 §7.6.1; threats T20–T24).
+//! Requests: only the fields a SCIM exchange needs reach the backend (an allow-list, plus the
+//! names an operator adds in `server.forward_headers`); a list of what to remove could never
+//! name every identity or override header some backend believes (threats T20–T24, T52). Then
+//! ours are added, so a client cannot make us drop a header we set (RFC 9110 §7.6.1).
 
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use http::header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::header::{
+    ACCEPT, ACCEPT_CHARSET, ACCEPT_ENCODING, ACCEPT_LANGUAGE, CONNECTION, CONTENT_LANGUAGE,
+    CONTENT_TYPE, HOST, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_UNMODIFIED_SINCE, TE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE, USER_AGENT,
+};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use smallvec::SmallVec;
 
@@ -28,34 +32,23 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     UPGRADE,
 ];
 
-/// Caller-supplied fields that would let it speak for us: credentials, identity, routing.
-const SPOOFABLE: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "host",
-    "content-length",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-real-ip",
-    "x-request-id",
-    // Identity headers other auth proxies set for their upstreams (threats T21).
-    "remote-user",
-    "x-remote-user",
-    "x-user",
-    "x-email",
-    "x-authenticated-userid",
-    "x-auth-token",
-    "api-key",
-    "apikey",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-original-url",
-    "x-rewrite-url",
+/// Caller fields a SCIM exchange needs, forwarded when present: content negotiation
+/// (RFC 7644 §3.1, §3.8), conditional requests (§3.14 ETags), the client's name for the
+/// backend's logs, and W3C trace context. Framing is hyper's (recomputed from the body), and
+/// the credential, request id and forwarding fields are set by scimgate.
+const FORWARDED: [HeaderName; 12] = [
+    ACCEPT,
+    ACCEPT_CHARSET,
+    ACCEPT_LANGUAGE,
+    CONTENT_TYPE,
+    CONTENT_LANGUAGE,
+    IF_MATCH,
+    IF_NONE_MATCH,
+    IF_MODIFIED_SINCE,
+    IF_UNMODIFIED_SINCE,
+    USER_AGENT,
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("tracestate"),
 ];
 
 /// The request-id header, kept when well-formed.
@@ -64,12 +57,12 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Names removed from every request; built once per config. A `HeaderMap` is the set: its
+/// Names forwarded from the caller; built once per config. A `HeaderMap` is the set: its
 /// lookups hash standard names by index and the rest with a fast hasher, where a `HashSet<String>`
 /// would run SipHash over every caller header on every request.
 #[derive(Debug, Clone)]
 pub struct HeaderPolicy {
-    removed: HeaderMap<()>,
+    forwarded: HeaderMap<()>,
 }
 
 /// What the connection tells us about the caller, for the forwarding headers.
@@ -87,44 +80,29 @@ pub struct Forwarding {
 // === impl HeaderPolicy ===
 
 impl HeaderPolicy {
-    /// Every service account's credential header joins the fixed list: a caller must not be
-    /// able to send a key for another account, or the same key twice.
-    pub fn new<'a>(accounts: impl IntoIterator<Item = &'a ServiceAccount>) -> Self {
-        let mut removed = HeaderMap::<()>::default();
-        for name in HOP_BY_HOP {
-            removed.insert(name, ());
+    /// The built-in allow-list plus `server.forward_headers` (validated: none of them is a
+    /// credential, framing, forwarding or override field).
+    pub fn new(extra: &[HeaderName]) -> Self {
+        let mut forwarded = HeaderMap::<()>::default();
+        for name in FORWARDED.iter().chain(extra) {
+            forwarded.insert(name.clone(), ());
         }
-        for name in SPOOFABLE {
-            removed.insert(HeaderName::from_static(name), ());
-        }
-        for account in accounts {
-            // Config validation already lowercases the name; `_` is read as `-` because a
-            // `_` spelling is dropped below anyway.
-            if let Ok(name) = HeaderName::from_bytes(normalise(account.header.as_str()).as_bytes())
-            {
-                removed.insert(name, ());
-            }
-        }
-        Self { removed }
+        Self { forwarded }
     }
 
-    /// Removes caller headers per the policy, including every name listed in `Connection`.
-    pub fn strip_request(&self, headers: &mut HeaderMap) {
+    /// Removes every caller field not on the allow-list, and allowed ones that the caller's
+    /// `Connection` nominates (hop-by-hop by nomination). The removed names are pushed to
+    /// `dropped` when given (for the debug access line).
+    pub fn strip_request(&self, headers: &mut HeaderMap, dropped: Option<&mut Vec<HeaderName>>) {
         let connection = Nominated::of(headers);
         let doomed: Doomed = headers
             .keys()
-            .filter(|name| {
-                let text = name.as_str();
-                // `_` names are dropped outright (as nginx does): WSGI/PHP backends read
-                // `X_Forwarded_User` as `X-Forwarded-User` (CVE-2025-64484). Every
-                // `x-forwarded-*` is ours to set, not the caller's.
-                text.contains('_')
-                    || text.starts_with("x-forwarded-")
-                    || self.removed.contains_key(*name)
-                    || connection.names(text)
-            })
+            .filter(|name| !self.forwarded.contains_key(*name) || connection.names(name.as_str()))
             .cloned()
             .collect();
+        if let Some(dropped) = dropped {
+            dropped.extend(doomed.iter().cloned());
+        }
         remove_all(headers, &doomed);
     }
 }
@@ -132,9 +110,12 @@ impl HeaderPolicy {
 /// Sets the credential and forwarding headers after `strip_request`. `insert`, never `append`:
 /// exactly one value of each reaches the upstream (threats T20).
 pub fn set_upstream_headers(headers: &mut HeaderMap, account: &ServiceAccount, fwd: &Forwarding) {
-    // Room for the five fields below at once, rather than growing the map twice.
-    headers.reserve(5);
+    // Room for the six fields below at once, rather than growing the map twice.
+    headers.reserve(6);
     headers.insert(account.header.clone(), account.value.clone());
+    // The body of any response scimgate must read (errors, redirects) is screened for the key;
+    // an identity coding is what it can read with certainty (see `screen`).
+    headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     headers.insert(REQUEST_ID, fwd.request_id.clone());
     headers.insert(X_FORWARDED_FOR, fwd.forwarded_for.clone());
     headers.insert(
@@ -170,25 +151,11 @@ pub fn strip_response(headers: &mut HeaderMap) {
     remove_all(headers, &doomed);
 }
 
-/// Drops upstream response headers that carry the service account's key (an upstream that
-/// echoes request headers, e.g. in a debug header, must not hand the key to the caller).
-pub fn strip_echoed_key(headers: &mut HeaderMap, key: &[u8]) {
-    if key.is_empty() {
-        return;
-    }
-    let doomed: Doomed = headers
-        .iter()
-        // Most values are shorter than any key: the length check spares them the search.
-        .filter(|(_, v)| v.len() >= key.len() && memchr::memmem::find(v.as_bytes(), key).is_some())
-        .map(|(name, _)| name.clone())
-        .collect();
-    remove_all(headers, &doomed);
-}
-
 /// Field names picked for removal, gathered before any is removed (a `HeaderMap` cannot be
-/// changed while it is read). The usual one or two stay on the stack: stripping a message
+/// changed while it is read). The usual few (host, credential, framing, encoding) stay on the
+/// stack: stripping a message
 /// allocates nothing.
-type Doomed = SmallVec<[HeaderName; 4]>;
+type Doomed = SmallVec<[HeaderName; 8]>;
 
 fn remove_all(headers: &mut HeaderMap, doomed: &Doomed) {
     for name in doomed {
@@ -265,10 +232,6 @@ fn hex_into(bytes: &[u8], out: &mut [u8]) {
         pair[0] = DIGITS[usize::from(b >> 4)];
         pair[1] = DIGITS[usize::from(b & 0xf)];
     }
-}
-
-fn normalise(name: &str) -> String {
-    name.to_ascii_lowercase().replace('_', "-")
 }
 
 /// The field names a message's `Connection` header lists (RFC 9110 §7.6.1), read in place:

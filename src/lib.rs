@@ -35,6 +35,7 @@ pub mod proxy;
 pub mod reload;
 pub mod runtime;
 pub mod scim;
+pub mod screen;
 pub mod server;
 pub mod signal;
 pub mod telemetry;

@@ -22,6 +22,12 @@ pub enum Outcome {
     UpstreamUnavailable,
     UpstreamTimeout,
     UpstreamRejectedCredential,
+    /// Not a SCIM endpoint (the request grammar).
+    NotFound,
+    /// A request body in a media type or content-coding scimgate cannot judge.
+    UnsupportedMediaType,
+    /// The upstream's response held the service account key, or could not be screened.
+    UpstreamWithheld,
 }
 
 /// Result of one JWKS fetch: the `result` label.
@@ -66,7 +72,7 @@ pub struct Metrics {
 
 impl Outcome {
     /// Every outcome, in declaration order (the index of each in per-outcome arrays).
-    pub const ALL: [Outcome; 13] = [
+    pub const ALL: [Outcome; 16] = [
         Self::Forwarded,
         Self::MissingToken,
         Self::InvalidToken,
@@ -80,6 +86,9 @@ impl Outcome {
         Self::UpstreamUnavailable,
         Self::UpstreamTimeout,
         Self::UpstreamRejectedCredential,
+        Self::NotFound,
+        Self::UnsupportedMediaType,
+        Self::UpstreamWithheld,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -97,6 +106,9 @@ impl Outcome {
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamRejectedCredential => "upstream_rejected_credential",
+            Self::NotFound => "not_found",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::UpstreamWithheld => "upstream_withheld",
         }
     }
 }

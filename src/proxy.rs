@@ -7,20 +7,22 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use arc_swap::ArcSwap;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use bytes::Bytes;
+
 use crate::auth::{AuthError, bearer, policy};
 use crate::body::ProxyBody;
-use crate::config::Rule;
-use crate::config::{PrefixMatch, Tenant};
+use crate::config::{PrefixMatch, Rule, ServiceAccount, Tenant};
 use crate::error::{ProxyError, RequestError};
 use crate::headers::{self, Forwarding};
 use crate::metrics::{Decision, Metrics, Outcome};
 use crate::runtime::{Runtime, TenantRuntime};
 use crate::scim::{self, Operation, Resource};
+use crate::screen::{self, ScreenedBody, Withheld};
 use crate::telemetry::AccessRecord;
 use crate::upstream::{UpstreamBody, UpstreamError};
 
@@ -112,11 +114,8 @@ impl Proxy {
             .route(req.uri().path())
             .ok_or(RequestError::UnknownTenant)?;
         let (tenant, trt) = (route.tenant, route.runtime);
-        if scim::is_ambiguous(route.matched.rest) {
-            return Err(RequestError::AmbiguousPath.into());
-        }
-        let target = check_request(rt, trt, &req, &route.matched)?;
-        let request = scim::classify(req.method(), route.matched.rest);
+        // What is forwarded is what the grammar parsed: refused here, before any token is read.
+        let (request, target) = check_request(rt, trt, &req, &route.matched)?;
         record.classify(&request);
         let (mut parts, body) = req.into_parts();
         let (account, body) = match self
@@ -142,7 +141,12 @@ impl Proxy {
             host: headers::caller_host(&parts.uri, &parts.headers),
             request_id: request_id.clone(),
         };
-        rt.header_policy.strip_request(&mut parts.headers);
+        let mut dropped = record.wants_dropped_headers().then(Vec::new);
+        rt.header_policy
+            .strip_request(&mut parts.headers, dropped.as_mut());
+        if let Some(dropped) = dropped {
+            record.dropped_headers(&dropped);
+        }
         headers::set_upstream_headers(&mut parts.headers, &account, &forwarding);
         parts.uri = target;
         // The caller may have spoken HTTP/2; the upstream connection's protocol is the pool's
@@ -167,24 +171,23 @@ impl Proxy {
             return Err(ProxyError::UpstreamRejectedCredential);
         }
         headers::strip_response(response.headers_mut());
-        headers::strip_echoed_key(response.headers_mut(), account.key.expose().as_bytes());
+        account.screen.strip_headers(response.headers_mut());
         // The body-reading steps are boxed: they are rare, and inline their futures would
         // enlarge every request's future, whose space hyper holds for every open
         // connection.
-        if request.resource == Resource::ServiceProviderConfig
-            && response.status() == StatusCode::OK
-        {
-            return within(deadline, Box::pin(advertise_bearer(response)))
+        let status = response.status();
+        if request.resource == Resource::ServiceProviderConfig && status == StatusCode::OK {
+            return within(deadline, Box::pin(advertise_bearer(response, &account)))
                 .await
                 .unwrap_or(Err(ProxyError::RequestTimeout));
         }
-        if response.status().is_client_error() || response.status().is_server_error() {
-            let key = account.key.expose().as_bytes();
-            return within(deadline, Box::pin(screen_error_body(response, key)))
+        if screen::must_read(status, response.headers()) {
+            return within(deadline, Box::pin(screen_whole_body(response, &account)))
                 .await
                 .unwrap_or(Err(ProxyError::RequestTimeout));
         }
-        Ok(response.map(ProxyBody::Upstream))
+        let screen = Arc::clone(&account.screen);
+        Ok(response.map(|body| ProxyBody::Upstream(ScreenedBody::new(body, screen))))
     }
 
     /// Steps 1–3: bearer token, verification, rule. The body is only read for `/Bulk` (after the
@@ -213,6 +216,9 @@ impl Proxy {
         record.identify(&verified);
         let limit = usize::try_from(rt.config.server.max_body_bytes).unwrap_or(usize::MAX);
         let (body, bulk) = if request.operation == Operation::Bulk {
+            if !judgeable_json(&parts.headers) {
+                return Err(RequestError::UnsupportedMediaType.into());
+            }
             let collect = Box::pin(Limited::new(body, limit).collect());
             let bytes = match within(deadline, collect).await? {
                 Ok(collected) => collected.to_bytes(),
@@ -221,7 +227,11 @@ impl Proxy {
                 }
                 Err(_) => return Err(RequestError::InvalidBulk.into()),
             };
-            let ops = scim::bulk_operations(&bytes).map_err(|_| RequestError::InvalidBulk)?;
+            let ops =
+                scim::bulk_operations(&bytes, &tenant.upstream.resource_types).map_err(|e| {
+                    tracing::debug!(error = %e, "bulk request refused");
+                    RequestError::InvalidBulk
+                })?;
             (ProxyBody::full(bytes), ops)
         } else {
             (ProxyBody::Caller(Limited::new(body, limit)), Vec::new())
@@ -233,45 +243,66 @@ impl Proxy {
 }
 
 /// Rewrites a ServiceProviderConfig response to advertise the bearer scheme scimgate enforces.
-/// A body that is not a JSON object passes through as it was; one over 1 MiB or that fails
-/// mid-read is a 502.
+/// A body that is not a JSON object passes through as it was (screened); one over 1 MiB or that
+/// fails mid-read is a 502.
 async fn advertise_bearer(
     response: Response<UpstreamBody>,
+    account: &ServiceAccount,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     const MAX: usize = 1024 * 1024;
     let (mut parts, body) = response.into_parts();
-    let bytes = Limited::new(body, MAX)
-        .collect()
-        .await
-        .map_err(|e| UpstreamError::Unavailable(format!("ServiceProviderConfig body: {e}")))?
-        .to_bytes();
+    let bytes = read_bounded(body, MAX).await?;
+    let bytes = screen::screen_whole(&mut parts.headers, bytes, MAX, &account.screen)?;
     let out = scim::rewrite_service_provider_config(&bytes).unwrap_or(bytes);
-    parts.headers.remove(http::header::CONTENT_LENGTH);
     Ok(Response::from_parts(parts, ProxyBody::full(out)))
 }
 
-/// Error bodies are where backends echo request details: read them (bounded) and never relay
-/// one that contains the service account's key. Success bodies stream unread.
-async fn screen_error_body(
+/// A body scimgate must read before relaying (not 2xx, or not in the identity coding): read
+/// bounded, decoded, and withheld when it holds the service account's key.
+async fn screen_whole_body(
     response: Response<UpstreamBody>,
-    key: &[u8],
+    account: &ServiceAccount,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    const MAX: usize = 256 * 1024;
+    /// Error documents and redirects are small; a 2xx that ignored `Accept-Encoding: identity`
+    /// gets the same bound, decoded.
+    const MAX: usize = 1024 * 1024;
     let (mut parts, body) = response.into_parts();
-    let bytes = Limited::new(body, MAX)
-        .collect()
-        .await
-        .map_err(|e| UpstreamError::Unavailable(format!("error response body: {e}")))?
-        .to_bytes();
-    if !key.is_empty() && memchr::memmem::find(&bytes, key).is_some() {
-        tracing::warn!(
-            status = parts.status.as_u16(),
-            "upstream error response contained the service account key; not relayed"
-        );
-        return Err(ProxyError::UpstreamLeakedCredential);
-    }
-    parts.headers.remove(http::header::CONTENT_LENGTH);
+    let bytes = read_bounded(body, MAX).await?;
+    let bytes = screen::screen_whole(&mut parts.headers, bytes, MAX, &account.screen).inspect_err(
+        |e| tracing::warn!(status = parts.status.as_u16(), error = %e, "upstream response withheld"),
+    )?;
     Ok(Response::from_parts(parts, ProxyBody::full(bytes)))
+}
+
+/// Reads an upstream body to its end, at most `max` bytes; trailers are dropped.
+async fn read_bounded(body: UpstreamBody, max: usize) -> Result<Bytes, ProxyError> {
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(Withheld::TooLarge(max).into()),
+        Err(e) => Err(UpstreamError::Unavailable(format!("response body: {e}")).into()),
+    }
+}
+
+/// Whether a body scimgate must judge is declared as something it reads with certainty: SCIM
+/// or plain JSON, in UTF-8 if a charset is named (RFC 7644 §3.1, RFC 8259 §8.1). A charset such
+/// as UTF-7 would make the backend read other members than the ones we checked.
+fn judgeable_json(headers: &http::HeaderMap) -> bool {
+    let mut values = headers.get_all(http::header::CONTENT_TYPE).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let Ok(text) = value.to_str() else {
+        return false;
+    };
+    let mut params = text.split(';').map(str::trim);
+    let media = params.next().unwrap_or("");
+    let json = media.eq_ignore_ascii_case(scim::CONTENT_TYPE)
+        || media.eq_ignore_ascii_case("application/json");
+    json && params.all(|p| {
+        let (name, value) = p.split_once('=').unwrap_or((p, ""));
+        !name.trim().eq_ignore_ascii_case("charset")
+            || value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+    })
 }
 
 /// Why `authorize` refused: an authorization decision, a request we cannot authorize, or the
@@ -320,16 +351,36 @@ impl From<RequestError> for Refused {
     }
 }
 
-/// Refusals that need no token: tunnels, bad targets, declared bodies over the limit. Returns
-/// the upstream URI: the tenant's base with its `{account}` filled in, plus the rest of the path.
+/// Refusals that need no token: the request grammar (RFC 7644 §3), method overrides, request
+/// content-codings, declared bodies over the limit. Returns the classified request and the
+/// upstream URI: the tenant's base with its `{account}` filled in, plus the rest of the path.
 fn check_request(
     rt: &Runtime,
     trt: &TenantRuntime,
     req: &Request<Incoming>,
     matched: &PrefixMatch<'_>,
-) -> Result<http::Uri, RequestError> {
-    if req.method() == Method::CONNECT || req.method() == Method::TRACE {
+) -> Result<(scim::Classified, http::Uri), RequestError> {
+    // Tunnels and loops are refused as methods whatever their target says.
+    if req.method() == http::Method::CONNECT || req.method() == http::Method::TRACE {
         return Err(RequestError::MethodNotAllowed);
+    }
+    let custom = trt.upstream.resource_types();
+    let request = scim::parse_request(req.method(), matched.rest, custom).map_err(|e| match e {
+        scim::PathError::Ambiguous => RequestError::AmbiguousPath,
+        scim::PathError::NotFound => RequestError::NotFound,
+        scim::PathError::Method => RequestError::MethodNotAllowed,
+    })?;
+    if req.uri().query().is_some_and(overrides_method) {
+        return Err(RequestError::MethodOverride);
+    }
+    // A coded request body is one scimgate cannot read with certainty; SCIM clients send none.
+    if req
+        .headers()
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"))
+    {
+        return Err(RequestError::UnsupportedMediaType);
     }
     let declared = req
         .headers()
@@ -339,9 +390,49 @@ fn check_request(
     if declared.is_some_and(|len| len > rt.config.server.max_body_bytes) {
         return Err(RequestError::PayloadTooLarge);
     }
-    trt.upstream
+    let target = trt
+        .upstream
         .target(matched.rest, req.uri().query(), matched.account)
-        .ok_or(RequestError::BadTarget)
+        .ok_or(RequestError::BadTarget)?;
+    Ok((request, target))
+}
+
+/// Query parameters that web frameworks read as the method to run (Rails, Laravel, Symfony,
+/// Express's method-override, OData tunnelling): the method the backend runs is the method
+/// scimgate authorized, so a query naming one is refused. Names are compared as a framework
+/// would read them: `+` and percent-decoded, case-insensitively, and with PHP's folding of
+/// leading spaces and of ` `, `.` and `[` into `_` (`.method` is `_method` to PHP).
+fn overrides_method(query: &str) -> bool {
+    const NAMES: [&str; 5] = [
+        "_method",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "$method",
+    ];
+    let named = |name: &str| {
+        let name = name.trim_start();
+        name.len() >= 7
+            && NAMES.iter().any(|n| {
+                n.len() == name.len()
+                    && n.bytes().zip(name.bytes()).all(|(n, b)| {
+                        let b = if matches!(b, b' ' | b'.' | b'[') {
+                            b'_'
+                        } else {
+                            b
+                        };
+                        n == b.to_ascii_lowercase()
+                    })
+            })
+    };
+    query.split(['&', ';']).any(|pair| {
+        let raw = pair.split('=').next().unwrap_or("");
+        if !raw.contains(['%', '+']) {
+            return named(raw);
+        }
+        // An undecodable name cannot be judged: refuse it too.
+        scim::percent_decode(&raw.replace('+', " ")).is_none_or(|name| named(&name))
+    })
 }
 
 #[cfg(test)]

@@ -82,11 +82,7 @@ impl Runtime {
                 rule_matches,
             });
         }
-        let accounts = config
-            .tenants
-            .iter()
-            .flat_map(|t| t.service_accounts.iter().map(AsRef::as_ref));
-        let header_policy = HeaderPolicy::new(accounts);
+        let header_policy = HeaderPolicy::new(&config.server.forward_headers);
         Ok(Self {
             config: Arc::new(config),
             tenants,

@@ -1,9 +1,21 @@
-//! SCIM protocol pieces: request classification (RFC 7644 §3) and the error body (§3.12).
+//! SCIM protocol pieces: the request grammar (RFC 7644 §3), the bodies scimgate judges, the
+//! error body (§3.12) and the ServiceProviderConfig rewrite.
+//!
+//! scimgate authorizes what it parsed, never what it guessed: a path that is not a SCIM endpoint
+//! (`path`), a body that is not strict SCIM JSON (`json`), or a `/Bulk` operation outside the
+//! grammar (`bulk`) is refused before anything reaches the backend.
 
-use std::borrow::Cow;
+mod bulk;
+pub mod json;
+mod path;
+
+use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Method, StatusCode};
+use http::StatusCode;
+
+pub use bulk::{InvalidBulk, bulk_operations};
+pub use path::{PathError, parse_request, percent_decode};
 
 /// Media type of every SCIM message (RFC 7644 §3.1).
 pub const CONTENT_TYPE: &str = "application/scim+json";
@@ -20,7 +32,8 @@ pub fn error_body(status: StatusCode, detail: &str) -> Bytes {
     Bytes::from(body.to_string())
 }
 
-/// What a SCIM request does (RFC 7644 §3.2–3.7).
+/// What a SCIM request does (RFC 7644 §3.2–3.7). Every request that reaches authorization is
+/// one of these: there is no catch-all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
     Read,
@@ -30,10 +43,9 @@ pub enum Operation {
     Patch,
     Delete,
     Bulk,
-    Other,
 }
 
-/// The endpoint a request addresses: a resource type, a discovery endpoint, or neither.
+/// The endpoint a request addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resource {
     Users,
@@ -45,7 +57,8 @@ pub enum Resource {
     Bulk,
     /// `POST /.search` across all resource types.
     Root,
-    Unknown,
+    /// A resource type the backend adds, listed in `upstream.resource_types`.
+    Custom(Arc<str>),
 }
 
 /// What a rule permits: operations and resource types (`None`: all, except `/Me` for resources).
@@ -71,31 +84,26 @@ impl Permissions {
         };
         operation_ok && resource_ok
     }
-}
 
-impl Permissions {
     /// Whether every request this permits, `other` also permits (used to find shadowed rules).
+    /// Conservative: an unlimited `resources` is only covered by another unlimited one.
     pub fn covers(&self, other: &Permissions) -> bool {
         let ops_covered = match (&self.operations, &other.operations) {
             (None, _) => true,
             (Some(_), None) => false,
             (Some(mine), Some(theirs)) => theirs.iter().all(|op| mine.contains(op)),
         };
-        let all_but_me = [
-            Resource::Users,
-            Resource::Groups,
-            Resource::ServiceProviderConfig,
-            Resource::ResourceTypes,
-            Resource::Schemas,
-            Resource::Unknown,
-        ];
-        let expand = |r: &Option<Vec<Resource>>| r.clone().unwrap_or_else(|| all_but_me.to_vec());
-        let (mine, theirs) = (expand(&self.resources), expand(&other.resources));
-        ops_covered && theirs.iter().all(|r| mine.contains(r))
+        let resources_covered = match (&self.resources, &other.resources) {
+            (None, None) => true,
+            (None, Some(theirs)) => !theirs.contains(&Resource::Me),
+            (Some(_), None) => false,
+            (Some(mine), Some(theirs)) => theirs.iter().all(|r| mine.contains(r)),
+        };
+        ops_covered && resources_covered
     }
 }
 
-/// A classified request.
+/// A request the grammar recognised: what it does, and to which endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classified {
     pub operation: Operation,
@@ -104,7 +112,7 @@ pub struct Classified {
 
 impl Operation {
     /// Every name accepted in `[[rules]] allow`.
-    pub const NAMES: &str = "read, search, create, replace, patch, delete, bulk, other";
+    pub const NAMES: &str = "read, search, create, replace, patch, delete, bulk";
 
     pub fn from_name(name: &str) -> Option<Self> {
         [
@@ -115,7 +123,6 @@ impl Operation {
             Self::Patch,
             Self::Delete,
             Self::Bulk,
-            Self::Other,
         ]
         .into_iter()
         .find(|op| op.as_str() == name)
@@ -130,21 +137,51 @@ impl Operation {
             Self::Patch => "patch",
             Self::Delete => "delete",
             Self::Bulk => "bulk",
-            Self::Other => "other",
         }
     }
 }
 
 impl Resource {
-    /// Every name accepted in `[[rules]] resource_types`.
+    /// Every built-in name accepted in `[[rules]] resource_types`.
     pub const NAMES: &str = "Users, Groups, Me, ServiceProviderConfig, ResourceTypes, Schemas";
 
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::resource_type(name).or_else(|| Self::discovery(name))
+    /// A built-in endpoint name, or one of the tenant's `custom` resource types; matched
+    /// case-insensitively (RFC 7644 §3: a backend that serves `/users` as `/Users` must not get
+    /// it past a rule that names `Users`).
+    pub fn from_name(name: &str, custom: &[Arc<str>]) -> Option<Self> {
+        Self::builtin(name).or_else(|| {
+            custom
+                .iter()
+                .find(|c| c.eq_ignore_ascii_case(name))
+                .map(|c| Self::Custom(Arc::clone(c)))
+        })
     }
 
-    pub fn as_str(&self) -> &'static str {
-        match self {
+    /// The built-in endpoint a segment names, if any (not `Bulk` or the root).
+    pub fn builtin(name: &str) -> Option<Self> {
+        [
+            Self::Users,
+            Self::Groups,
+            Self::Me,
+            Self::ServiceProviderConfig,
+            Self::ResourceTypes,
+            Self::Schemas,
+        ]
+        .into_iter()
+        .find(|r| r.as_str().eq_ignore_ascii_case(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        if let Self::Custom(name) = self {
+            name
+        } else {
+            self.static_name().unwrap_or_default()
+        }
+    }
+
+    /// The name of a built-in endpoint; `None` for a custom type.
+    fn static_name(&self) -> Option<&'static str> {
+        Some(match self {
             Self::Users => "Users",
             Self::Groups => "Groups",
             Self::Me => "Me",
@@ -153,99 +190,23 @@ impl Resource {
             Self::Schemas => "Schemas",
             Self::Bulk => "Bulk",
             Self::Root => "root",
-            Self::Unknown => "unknown",
+            Self::Custom(_) => return None,
+        })
+    }
+
+    /// The name for logs: borrowed for the built-in endpoints, so the access line of a usual
+    /// request copies nothing.
+    pub fn label(&self) -> std::borrow::Cow<'static, str> {
+        match self.static_name() {
+            Some(name) => std::borrow::Cow::Borrowed(name),
+            None => std::borrow::Cow::Owned(self.as_str().to_owned()),
         }
     }
 
-    /// Endpoint names match case-insensitively: a backend that treats `/me` as `/Me` must not
-    /// get it past a rule that refuses `/Me`.
-    fn resource_type(segment: &str) -> Option<Self> {
-        [Self::Users, Self::Groups, Self::Me]
-            .into_iter()
-            .find(|r| r.as_str().eq_ignore_ascii_case(segment))
+    /// Users, Groups and custom types: endpoints with items (`/{type}/{id}`).
+    fn has_items(&self) -> bool {
+        matches!(self, Self::Users | Self::Groups | Self::Custom(_))
     }
-
-    fn discovery(segment: &str) -> Option<Self> {
-        [
-            Self::ServiceProviderConfig,
-            Self::ResourceTypes,
-            Self::Schemas,
-        ]
-        .into_iter()
-        .find(|r| r.as_str().eq_ignore_ascii_case(segment))
-    }
-}
-
-/// Classifies by method and path. Any prefix before the SCIM endpoint (`/scim/v2`) is allowed; a
-/// path whose segments are not a SCIM endpoint shape is `Other`/`Unknown`. Paths carrying
-/// dot-segments, empty segments, encoded slashes or `;` parameters are `Other` (never a more
-/// permissive class than what they would be read as elsewhere).
-pub fn classify(method: &Method, path: &str) -> Classified {
-    let other = Classified {
-        operation: Operation::Other,
-        resource: Resource::Unknown,
-    };
-    let Some((before, last)) = last_two_segments(path) else {
-        return other;
-    };
-    let (last, before): (&str, Option<&str>) = (&last, before.as_deref());
-    let op = |operation: Operation, resource: Resource| Classified {
-        operation,
-        resource,
-    };
-    let m = method;
-    let read = m == Method::GET || m == Method::HEAD;
-    if last.eq_ignore_ascii_case(".search") {
-        let resource = match before.map(|b| (b, Resource::resource_type(b))) {
-            None => Resource::Root,
-            Some((_, Some(r))) => r,
-            Some((b, None)) if b.eq_ignore_ascii_case("v2") || b.eq_ignore_ascii_case("scim") => {
-                Resource::Root
-            }
-            Some(_) => return other,
-        };
-        return if m == Method::POST {
-            op(Operation::Search, resource)
-        } else {
-            other
-        };
-    }
-    // `/Users/{id}`: whatever the id says, it is an item of that type (an id may be "Me").
-    if let Some(r) = before
-        .and_then(Resource::resource_type)
-        .filter(|r| *r != Resource::Me)
-    {
-        let operation = match *m {
-            Method::GET | Method::HEAD => Operation::Read,
-            Method::PUT => Operation::Replace,
-            Method::PATCH => Operation::Patch,
-            Method::DELETE => Operation::Delete,
-            _ => Operation::Other,
-        };
-        return op(operation, r);
-    }
-    if last.eq_ignore_ascii_case("Bulk") {
-        return if m == Method::POST {
-            op(Operation::Bulk, Resource::Bulk)
-        } else {
-            other
-        };
-    }
-    if let Some(d) = Resource::discovery(last).or_else(|| before.and_then(Resource::discovery)) {
-        return if read { op(Operation::Read, d) } else { other };
-    }
-    if let Some(r) = Resource::resource_type(last) {
-        let operation = match (m, &r) {
-            (&Method::GET | &Method::HEAD, _) => Operation::Read,
-            (&Method::POST, Resource::Users | Resource::Groups) => Operation::Create,
-            (&Method::PUT, Resource::Me) => Operation::Replace,
-            (&Method::PATCH, Resource::Me) => Operation::Patch,
-            (&Method::DELETE, Resource::Me) => Operation::Delete,
-            _ => Operation::Other,
-        };
-        return op(operation, r);
-    }
-    other
 }
 
 /// The authentication scheme scimgate enforces, as a ServiceProviderConfig entry (RFC 7643 §5).
@@ -269,100 +230,6 @@ pub fn rewrite_service_provider_config(body: &[u8]) -> Option<Bytes> {
         serde_json::Value::Array(vec![bearer_scheme()]),
     );
     serde_json::to_vec(&doc).ok().map(Bytes::from)
-}
-
-/// Why a `/Bulk` body cannot be authorized.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the bulk request body is not a SCIM BulkRequest")]
-pub struct InvalidBulk;
-
-/// The operations inside a BulkRequest body (RFC 7644 §3.7), each classified by its own method
-/// and path, so a rule's permissions apply to them as to separate requests.
-pub fn bulk_operations(body: &[u8]) -> Result<Vec<Classified>, InvalidBulk> {
-    // Duplicate members are refused: a first-wins backend would run an operation we never saw.
-    let doc = crate::auth::strict_json::parse_object(body)
-        .map(serde_json::Value::Object)
-        .ok_or(InvalidBulk)?;
-    let ops = doc
-        .get("Operations")
-        .and_then(serde_json::Value::as_array)
-        .ok_or(InvalidBulk)?;
-    ops.iter()
-        .map(|op| {
-            let method = op
-                .get("method")
-                .and_then(serde_json::Value::as_str)
-                .ok_or(InvalidBulk)?;
-            let path = op
-                .get("path")
-                .and_then(serde_json::Value::as_str)
-                .ok_or(InvalidBulk)?;
-            let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
-                .map_err(|_| InvalidBulk)?;
-            // The backend resolves each operation's path itself: refuse the ambiguous ones.
-            if is_ambiguous(path) {
-                return Err(InvalidBulk);
-            }
-            Ok(classify(&method, path))
-        })
-        .collect()
-}
-
-/// Whether the backend could resolve `path` to a different resource than the one classified:
-/// empty, `.` or `..` segments (raw or percent-encoded), an encoded `/` or `\`, `;` parameters,
-/// or broken percent-encoding. Such paths are refused before authentication (threats T27).
-pub fn is_ambiguous(path: &str) -> bool {
-    !(path.is_empty()
-        || path == "/"
-        || plain_segments(path).is_some_and(|mut s| s.all(|s| s.is_some())))
-}
-
-/// The last two plain segments (the one before the last, if any, and the last), or `None` when
-/// the path is not plain (see [`plain_segments`]). Nothing is collected.
-fn last_two_segments(path: &str) -> Option<(Option<Cow<'_, str>>, Cow<'_, str>)> {
-    let mut before = None;
-    let mut last = None;
-    for segment in plain_segments(path)? {
-        before = last.replace(segment?);
-    }
-    Some((before, last?))
-}
-
-/// The path's percent-decoded segments (a trailing `/` ignored), each `None` when it has a
-/// shape we refuse to interpret; `None` for a path that does not start with `/`. A path is
-/// plain when every segment is `Some`.
-fn plain_segments(path: &str) -> Option<impl Iterator<Item = Option<Cow<'_, str>>>> {
-    let trimmed = path.strip_prefix('/')?;
-    let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
-    Some(trimmed.split('/').map(|raw| {
-        let decoded = percent_decode(raw)?;
-        let ambiguous = decoded.is_empty()
-            || decoded == "."
-            || decoded == ".."
-            || decoded.contains(['/', '\\', ';']);
-        (!ambiguous).then_some(decoded)
-    }))
-}
-
-/// RFC 3986 §2.1 percent-decoding of one segment; `None` for a bad escape or non-UTF-8 result.
-fn percent_decode(raw: &str) -> Option<Cow<'_, str>> {
-    if !raw.contains('%') {
-        return Some(Cow::Borrowed(raw));
-    }
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 #[cfg(test)]

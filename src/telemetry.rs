@@ -42,7 +42,7 @@ pub struct AccessRecord {
     method: String,
     path: String,
     scim_operation: &'static str,
-    resource_type: &'static str,
+    resource_type: std::borrow::Cow<'static, str>,
     query_keys: String,
     peer: String,
     pub iss: Option<String>,
@@ -54,6 +54,8 @@ pub struct AccessRecord {
     pub account: Option<String>,
     pub reason: Option<&'static str>,
     pub error: Option<String>,
+    /// Caller header names not forwarded (allow-list), comma-separated; only at debug level.
+    dropped_headers: Option<String>,
 }
 
 impl AccessRecord {
@@ -78,7 +80,7 @@ impl AccessRecord {
             path: req.uri().path().to_owned(),
             // Until the pipeline has routed and classified the request.
             scim_operation: "other",
-            resource_type: "unknown",
+            resource_type: std::borrow::Cow::Borrowed("unknown"),
             query_keys,
             peer: peer.ip().to_string(),
             ..Self::default()
@@ -108,7 +110,21 @@ impl AccessRecord {
     /// The SCIM operation and resource type the pipeline classified the request as.
     pub fn classify(&mut self, request: &crate::scim::Classified) {
         self.scim_operation = request.operation.as_str();
-        self.resource_type = request.resource.as_str();
+        self.resource_type = request.resource.label();
+    }
+
+    /// Whether the access line wants the names of the headers the allow-list dropped: only at
+    /// debug level, so the usual request gathers nothing.
+    pub fn wants_dropped_headers(&self) -> bool {
+        self.enabled && tracing::enabled!(target: "scimgate::access", tracing::Level::DEBUG)
+    }
+
+    /// Records the caller header names the allow-list did not forward (names only, never values).
+    pub fn dropped_headers(&mut self, names: &[http::HeaderName]) {
+        if !names.is_empty() {
+            let list: Vec<&str> = names.iter().map(http::HeaderName::as_str).collect();
+            self.dropped_headers = Some(list.join(","));
+        }
     }
 
     /// Records the matched rule and its service account.
@@ -137,7 +153,7 @@ impl AccessRecord {
             method = %self.method,
             path = %self.path,
             scim_operation = self.scim_operation,
-            resource_type = self.resource_type,
+            resource_type = %self.resource_type,
             query_keys = %self.query_keys,
             peer = %self.peer,
             status = status.as_u16(),
@@ -152,6 +168,7 @@ impl AccessRecord {
             rule = self.rule.as_deref().unwrap_or(""),
             service_account = self.account.as_deref().unwrap_or(""),
             error = self.error.as_deref().unwrap_or(""),
+            dropped_headers = self.dropped_headers.as_deref().unwrap_or(""),
             "request"
         );
     }

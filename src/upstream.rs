@@ -66,6 +66,11 @@ impl Upstream {
         target_path(&self.config.base_path, path, query, account).map(Uri::from)
     }
 
+    /// `upstream.resource_types`: the backend's own resource types, for the request grammar.
+    pub fn resource_types(&self) -> &[std::sync::Arc<str>] {
+        &self.config.resource_types
+    }
+
     /// `upstream.timeout`: how long [`forward`](Self::forward) waits for the response head.
     pub fn timeout(&self) -> Duration {
         self.config.timeout
@@ -155,6 +160,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             ca_file: None,
+            resource_types: Vec::new(),
         }
     }
 

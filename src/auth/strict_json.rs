@@ -1,25 +1,39 @@
-//! JSON parsing that rejects duplicate object members (RFC 7519 §4, RFC 7515 §4).
+//! JSON parsing that refuses members said twice, for the two kinds of document scimgate judges.
 //!
 //! `serde_json::Value` keeps the last of two equal keys, so a token carrying
-//! `"groups":"x","groups":"admins"` would be read differently by us and by other parsers.
+//! `"groups":"x","groups":"admins"` would be read differently by us and by other parsers. Token
+//! claims compare names exactly (RFC 7519 §4, RFC 7515 §4); SCIM bodies compare them ASCII
+//! case-insensitively and allow only ASCII names (RFC 7643 §2.1, see `scim::json`).
 
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use std::collections::BTreeSet;
+
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-/// A JSON value in which no object, at any depth, repeats a member name.
-pub(crate) struct StrictValue(pub(crate) Value);
+/// How member names are compared when looking for one said twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Names {
+    /// Byte-for-byte (JOSE headers, JWT claims).
+    Exact,
+    /// ASCII case-insensitively; a non-ASCII name is refused (SCIM bodies).
+    ScimFolded,
+}
 
-impl<'de> Deserialize<'de> for StrictValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
+/// Deserializes a JSON value in which no object, at any depth, repeats a member name.
+#[derive(Clone, Copy)]
+pub(crate) struct StrictSeed(pub(crate) Names);
+
+impl<'de> DeserializeSeed<'de> for StrictSeed {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
+impl<'de> Visitor<'de> for StrictSeed {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -60,7 +74,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut out = Vec::new();
-        while let Some(StrictValue(v)) = seq.next_element()? {
+        while let Some(v) = seq.next_element_seed(self)? {
             out.push(v);
         }
         Ok(Value::Array(out))
@@ -68,20 +82,45 @@ impl<'de> Visitor<'de> for StrictVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
+        // Folded names seen so far: a set, so an object with many members costs n log n.
+        let mut folded = BTreeSet::new();
         while let Some(key) = map.next_key::<String>()? {
-            let StrictValue(value) = map.next_value()?;
-            if out.insert(key, value).is_some() {
+            let repeated = match self.0 {
+                Names::Exact => out.contains_key(&key),
+                Names::ScimFolded => {
+                    if !key.is_ascii() {
+                        return Err(de::Error::custom("non-ASCII member name"));
+                    }
+                    !folded.insert(key.to_ascii_lowercase())
+                }
+            };
+            if repeated {
                 return Err(de::Error::custom("duplicate member name"));
             }
+            let value = map.next_value_seed(self)?;
+            out.insert(key, value);
         }
         Ok(Value::Object(out))
     }
 }
 
-/// Parses bytes as a JSON object with unique member names at every depth.
+/// A JSON value in which no object, at any depth, repeats a member name (exact comparison), as
+/// a type for decoders that take one (jsonwebtoken's claims).
+pub(crate) struct StrictValue(pub(crate) Value);
+
+impl<'de> Deserialize<'de> for StrictValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        StrictSeed(Names::Exact)
+            .deserialize(deserializer)
+            .map(StrictValue)
+    }
+}
+
+/// Parses bytes as a JSON object with unique member names at every depth (exact comparison).
 pub(crate) fn parse_object(bytes: &[u8]) -> Option<Map<String, Value>> {
-    match serde_json::from_slice::<StrictValue>(bytes) {
-        Ok(StrictValue(Value::Object(map))) => Some(map),
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match StrictSeed(Names::Exact).deserialize(&mut de) {
+        Ok(Value::Object(map)) if de.end().is_ok() => Some(map),
         Ok(_) | Err(_) => None,
     }
 }

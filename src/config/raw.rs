@@ -46,6 +46,10 @@ pub struct RawServer {
     pub max_body_bytes: u64,
     pub max_connections: u64,
     pub shutdown_grace: String,
+    /// Single-tenant configs: where the SCIM endpoints start on the gateway.
+    pub path_prefix: Option<String>,
+    /// Request header names forwarded beside the built-in allow-list.
+    pub forward_headers: Vec<String>,
 }
 
 /// `[admin]`: health, readiness and metrics.
@@ -79,6 +83,8 @@ pub struct RawUpstream {
     pub connect_timeout: String,
     pub timeout: String,
     pub ca_file: Option<String>,
+    /// Resource types the backend serves beside Users and Groups (`Devices`).
+    pub resource_types: Vec<String>,
 }
 
 /// `[jwt]`: the issuer's keys and the token checks.
@@ -144,6 +150,8 @@ impl Default for RawServer {
             max_body_bytes: 10 * 1024 * 1024,
             max_connections: 4096,
             shutdown_grace: "20s".into(),
+            path_prefix: None,
+            forward_headers: Vec::new(),
         }
     }
 }
@@ -172,6 +180,7 @@ impl Default for RawUpstream {
             connect_timeout: "5s".into(),
             timeout: "30s".into(),
             ca_file: None,
+            resource_types: Vec::new(),
         }
     }
 }

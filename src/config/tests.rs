@@ -382,3 +382,61 @@ fn overlapping_tenant_prefixes_warn() {
         config.warnings
     );
 }
+
+#[test]
+fn fail_closed_settings_are_validated_with_their_paths() {
+    let dir = std::env::temp_dir().join(format!("scimgate-cfg-{}-fc", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = minimal(&key_file(&dir, "SENTINEL\n"));
+    let with = |server: &str, upstream: &str, rule: &str| {
+        base.replacen(
+            "[upstream]\n",
+            &format!("[server]\n{server}\n[upstream]\n{upstream}\n"),
+            1,
+        )
+        .replacen(
+            "service_account = \"sa\"\n",
+            &format!("service_account = \"sa\"\n{rule}\n"),
+            1,
+        )
+    };
+    let ok = Config::from_toml(&with(
+        "path_prefix = \"/scim/v2\"\nforward_headers = [\"X-Correlation-Id\"]",
+        "resource_types = [\"Devices\"]",
+        "resource_types = [\"devices\", \"Users\"]",
+    ))
+    .unwrap();
+    assert_eq!(ok.server.forward_headers, ["x-correlation-id"]);
+    assert_eq!(ok.tenants[0].prefix.to_string(), "/scim/v2");
+    assert_eq!(&*ok.tenants[0].upstream.resource_types[0], "Devices");
+    let found = problems(&with(
+        "path_prefix = \"scim/\"\nforward_headers = [\"authorization\", \"X_User\", \"x-forwarded-user\", \"x-http-method-override\", \"bad header\", \"host\"]",
+        "resource_types = [\"Users\", \"1x\", \"Bulk\", \"Dev\", \"dev\"]",
+        "allow = [\"other\"]\nresource_types = [\"Gadgets\"]",
+    ));
+    for expected in [
+        "server.path_prefix:",
+        "server.forward_headers[0]:",
+        "server.forward_headers[1]:",
+        "server.forward_headers[2]:",
+        "server.forward_headers[3]:",
+        "server.forward_headers[4]:",
+        "server.forward_headers[5]:",
+        "upstream.resource_types[0]:",
+        "upstream.resource_types[1]:",
+        "upstream.resource_types[2]:",
+        "upstream.resource_types[4]:",
+        "rules[0].allow[0]: unknown operation \"other\"",
+        "rules[0].resource_types[0]: unknown resource type \"Gadgets\"",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "{expected} missing from {found:#?}"
+        );
+    }
+    assert!(
+        !found
+            .iter()
+            .any(|p| p.starts_with("upstream.resource_types[3]"))
+    );
+}

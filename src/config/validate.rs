@@ -114,7 +114,16 @@ pub(super) fn validate(raw: RawConfig, secrets: Secrets) -> Result<Config, Confi
             rules: &raw.rules,
             accounts: &raw.service_accounts,
         };
-        tenant(&mut c, "default".into(), PathPrefix::default(), &sections)
+        let prefix = match raw.server.path_prefix.as_deref() {
+            None => PathPrefix::default(),
+            Some(text) => {
+                c.prefix = "server.".into();
+                let prefix = tenant::path_prefix(&mut c, Some(text));
+                c.prefix.clear();
+                prefix
+            }
+        };
+        tenant(&mut c, "default".into(), prefix, &sections, &server)
             .into_iter()
             .collect()
     } else {
@@ -130,7 +139,7 @@ pub(super) fn validate(raw: RawConfig, secrets: Secrets) -> Result<Config, Confi
                 rules: &t.rules,
                 accounts: &t.service_accounts,
             };
-            out.extend(tenant(&mut c, name, prefix, &sections));
+            out.extend(tenant(&mut c, name, prefix, &sections, &server));
         }
         c.prefix.clear();
         tenant::lint(&mut c, &out);
@@ -160,12 +169,34 @@ struct Sections<'r> {
     accounts: &'r BTreeMap<String, RawServiceAccount>,
 }
 
-fn tenant(c: &mut Checker, name: String, prefix: PathPrefix, raw: &Sections<'_>) -> Option<Tenant> {
+fn tenant(
+    c: &mut Checker,
+    name: String,
+    prefix: PathPrefix,
+    raw: &Sections<'_>,
+    server: &ServerConfig,
+) -> Option<Tenant> {
     let placeholder = prefix.segments.contains(&PrefixSegment::Account);
     let upstream = upstream(c, raw.upstream, placeholder);
     let jwt = jwt(c, raw.jwt);
     let accounts = rules::service_accounts(c, raw.accounts);
-    let rules = rules::rules(c, raw.rules, &accounts);
+    for account in accounts.values() {
+        if server.forward_headers.contains(&account.header) {
+            c.problem(
+                "server.forward_headers",
+                format!(
+                    "{:?} is service account {:?}'s credential header: scimgate sets it, a caller never does",
+                    account.header.as_str(),
+                    account.name
+                ),
+            );
+        }
+    }
+    let custom = upstream
+        .as_ref()
+        .map(|u| u.resource_types.clone())
+        .unwrap_or_default();
+    let rules = rules::rules(c, raw.rules, &accounts, &custom);
     rules::lint_shadowed_rules(c, &rules);
     Some(Tenant {
         name,
@@ -222,7 +253,38 @@ fn server(c: &mut Checker, raw: &RawServer) -> ServerConfig {
         max_connections: usize::try_from(raw.max_connections.clamp(1, MAX_CONNECTIONS_LIMIT))
             .unwrap_or(1),
         shutdown_grace: c.duration("server.shutdown_grace", &raw.shutdown_grace),
+        forward_headers: forward_headers(c, &raw.forward_headers),
     }
+}
+
+/// `server.forward_headers`: header names, none of which scimgate must own. A framing, hop-by-hop,
+/// credential, coding, forwarding or override name, or one spelled with `_`, is refused:
+/// forwarding it would hand the caller what the gateway decides.
+fn forward_headers(c: &mut Checker, raw: &[String]) -> Vec<http::HeaderName> {
+    let mut out = Vec::new();
+    for (i, text) in raw.iter().enumerate() {
+        let path = format!("server.forward_headers[{i}]");
+        let Ok(name) = http::HeaderName::from_bytes(text.as_bytes()) else {
+            c.problem(path, format!("{text:?} is not a header name"));
+            continue;
+        };
+        let lower = name.as_str();
+        if lower.contains('_')
+            || lower.starts_with("x-forwarded-")
+            || rules::RESERVED_CREDENTIAL_HEADERS.contains(&lower)
+            || rules::NEVER_FORWARDED.contains(&lower)
+        {
+            c.problem(
+                path,
+                format!(
+                    "{lower:?} is set or judged by scimgate and cannot be forwarded from the caller"
+                ),
+            );
+        } else if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
 }
 
 fn admin(c: &mut Checker, raw: &RawAdmin, server: &ServerConfig) -> AdminConfig {
@@ -284,6 +346,7 @@ fn upstream(c: &mut Checker, raw: &RawUpstream, placeholder: bool) -> Option<Ups
         ));
     }
     let base_path = url.path().trim_end_matches('/').replace(PROBE, ACCOUNT);
+    let resource_types = resource_types(c, &raw.resource_types);
     Some(UpstreamConfig {
         url,
         scheme,
@@ -292,7 +355,35 @@ fn upstream(c: &mut Checker, raw: &RawUpstream, placeholder: bool) -> Option<Ups
         connect_timeout,
         timeout,
         ca_file,
+        resource_types,
     })
+}
+
+/// `upstream.resource_types`: SCIM resource-type endpoint names (RFC 7643 §2.1 ATTRNAME: a
+/// letter, then letters, digits, `-` or `_`), distinct from the built-in endpoints and each other
+/// under ASCII case folding.
+fn resource_types(c: &mut Checker, raw: &[String]) -> Vec<std::sync::Arc<str>> {
+    let mut out: Vec<std::sync::Arc<str>> = Vec::new();
+    for (i, name) in raw.iter().enumerate() {
+        let path = format!("upstream.resource_types[{i}]");
+        let mut chars = name.chars();
+        let well_formed = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let reserved = crate::scim::Resource::builtin(name).is_some()
+            || ["Bulk", "Me", ".search"]
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(name));
+        if !well_formed {
+            c.problem(path, format!("{name:?} is not a SCIM resource-type name"));
+        } else if reserved {
+            c.problem(path, format!("{name:?} is a built-in SCIM endpoint"));
+        } else if out.iter().any(|o| o.eq_ignore_ascii_case(name)) {
+            c.problem(path, format!("duplicate resource type {name:?}"));
+        } else {
+            out.push(std::sync::Arc::from(name.as_str()));
+        }
+    }
+    out
 }
 
 /// An absolute http(s) URL with a host, no credentials, query or fragment.

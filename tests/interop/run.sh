@@ -163,6 +163,7 @@ cat >"$work/scimgate.toml" <<EOF
 [server]
 listen = "127.0.0.1:0"
 shutdown_grace = "2s"
+path_prefix = "/v2"
 
 [admin]
 listen = "127.0.0.1:0"
@@ -172,8 +173,9 @@ level = "info"
 format = "json"
 
 [upstream]
-# No base path: /v2/... on scimgate is /v2/... on scim2-server.
-url = "$direct"
+# The SCIM endpoints start after /v2 on both sides: /v2/Users on scimgate is /v2/Users on
+# scim2-server (server.path_prefix above; scimgate parses what follows it as a SCIM endpoint).
+url = "$direct/v2"
 connect_timeout = "2s"
 timeout = "20s"
 
@@ -198,6 +200,14 @@ claim = "scope"
 value = "scim.provision"
 match = "space_delimited"
 service_account = "scim2_server"
+
+# A connector that may only read, search and use /Bulk (the fail-closed check below).
+[[rules]]
+name = "readers"
+claim = "groups"
+value = "scim-readers"
+service_account = "scim2_server"
+allow = ["read", "search", "bulk"]
 
 [service_accounts.scim2_server]
 header = "authorization"
@@ -231,6 +241,8 @@ jwt_es=$(check mint "$issuer" --alg ES256 --typ at+jwt \
   --claims '{"scope": "openid scim.provision", "client_id": "interop-client"}') || setup_failed "mint the ES256 token"
 jwt_expired=$(check mint "$issuer" --alg RS256 --typ JWT --ttl -600 \
   --claims '{"groups": ["scim-provisioners"]}') || setup_failed "mint the expired token"
+jwt_reader=$(check mint "$issuer" --alg RS256 --typ JWT \
+  --claims '{"groups": ["scim-readers"]}') || setup_failed "mint the reader token"
 # Fails both rules: no such group, and "scim.provisioning" is not the scope "scim.provision".
 jwt_no_rule=$(check mint "$issuer" --alg ES256 --typ at+jwt \
   --claims '{"groups": ["Everyone"], "scope": "openid scim.provisioning scim.read"}') || setup_failed "mint the no-rule token"
@@ -286,6 +298,9 @@ upstream_silent() {
   [[ -n $log_before && -n $log_after ]] && ((log_after - log_before == 1))
 }
 run_case "scim2-server saw no request from the refused runs" upstream_silent
+run_case "case-variant /Bulk DELETE with a read/search/bulk token: 400, the user stays (T46)" \
+  env INTEROP_BEARER="$jwt_reader" INTEROP_API_KEY="$api_key" \
+  timeout 60 "$py" "$here/fail_closed.py" bulk-case-variant --proxy "$proxy" --direct "$direct"
 
 step "summary"
 say "compliance counts: direct [$direct_counts], through scimgate RS256 [$proxy_rs_counts], ES256 [$proxy_es_counts]"

@@ -17,6 +17,7 @@ fn account(name: &str) -> Arc<ServiceAccount> {
         scheme: Some("Bearer".into()),
         source: SecretSource::Env("K".into()),
         key: crate::config::Secret::new("k"),
+        screen: Arc::new(crate::screen::KeyScreen::new(b"k")),
     })
 }
 
@@ -37,7 +38,7 @@ fn claims(v: Value) -> Map<String, Value> {
 }
 
 fn read() -> Classified {
-    crate::scim::classify(&http::Method::GET, "/Users")
+    crate::scim::parse_request(&http::Method::GET, "/Users", &[]).unwrap()
 }
 
 fn allowed(r: &Rule, c: Value) -> bool {
@@ -137,7 +138,7 @@ fn first_matching_rule_wins() {
 
 #[test]
 fn permissions_pick_the_first_rule_that_allows_the_operation() {
-    use crate::scim::{Operation, Permissions, classify};
+    use crate::scim::{Operation, Permissions, parse_request};
     let mut reader = rule("reader", "groups", "staff", MatchMode::Exact);
     reader.permissions = Permissions {
         operations: Some(vec![Operation::Read, Operation::Search]),
@@ -145,7 +146,7 @@ fn permissions_pick_the_first_rule_that_allows_the_operation() {
     };
     let writer = rule("writer", "groups", "admins", MatchMode::Exact);
     let rules = [reader, writer];
-    let c = |m: &str, p: &str| classify(&m.parse().unwrap(), p);
+    let c = |m: &str, p: &str| parse_request(&m.parse().unwrap(), p, &[]).unwrap();
     let staff = claims(json!({"groups": ["staff"]}));
     assert_eq!(
         authorize(&rules, &staff, &c("GET", "/Users"), &[])

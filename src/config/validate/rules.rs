@@ -14,7 +14,7 @@ use crate::scim::{Operation, Permissions, Resource};
 
 /// Headers a service account may not use for its credential: they are framing, routing or
 /// hop-by-hop fields that the proxy itself controls (RFC 9110 §7.6.1).
-const RESERVED_CREDENTIAL_HEADERS: &[&str] = &[
+pub(super) const RESERVED_CREDENTIAL_HEADERS: &[&str] = &[
     "host",
     "content-length",
     "content-type",
@@ -31,6 +31,26 @@ const RESERVED_CREDENTIAL_HEADERS: &[&str] = &[
     "x-forwarded-proto",
     "forwarded",
     "cookie",
+];
+
+/// Request headers an operator may not add to `server.forward_headers` beyond the ones above
+/// (`content-type` aside, which is forwarded anyway): credentials, codings, and headers that
+/// would let a caller change what the backend runs or whom it believes.
+pub(super) const NEVER_FORWARDED: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "content-encoding",
+    "expect",
+    "accept-encoding",
+    "x-real-ip",
+    "true-client-ip",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-method",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
 ];
 
 /// Warns about rules that can never be chosen: an earlier rule with the same claim test already
@@ -52,7 +72,10 @@ pub(super) fn lint_shadowed_rules(c: &mut Checker, rules: &[Rule]) {
     }
 }
 
-fn permissions(c: &mut Checker, path: &str, r: &RawRule) -> Permissions {
+fn permissions(c: &mut Checker, path: &str, r: &RawRule, custom: &[Arc<str>]) -> Permissions {
+    let known_resources = custom
+        .iter()
+        .fold(Resource::NAMES.to_owned(), |all, c| format!("{all}, {c}"));
     Permissions {
         operations: names(
             c,
@@ -67,8 +90,8 @@ fn permissions(c: &mut Checker, path: &str, r: &RawRule) -> Permissions {
             &format!("{path}.resource_types"),
             r.resource_types.as_deref(),
             "resource type",
-            Resource::NAMES,
-            Resource::from_name,
+            &known_resources,
+            |name| Resource::from_name(name, custom),
         ),
     }
 }
@@ -192,6 +215,7 @@ fn service_account(c: &mut Checker, name: &str, raw: &RawServiceAccount) -> Opti
         value,
         scheme,
         source,
+        screen: Arc::new(crate::screen::KeyScreen::new(secret.expose().as_bytes())),
         key: secret,
     })
 }
@@ -217,6 +241,7 @@ pub(super) fn rules(
     c: &mut Checker,
     raw: &[RawRule],
     accounts: &BTreeMap<String, Arc<ServiceAccount>>,
+    custom: &[Arc<str>],
 ) -> Vec<Rule> {
     if raw.is_empty() {
         c.problem("rules", "at least one [[rules]] entry is required");
@@ -279,7 +304,7 @@ pub(super) fn rules(
             }
             continue;
         };
-        let permissions = permissions(c, &path, r);
+        let permissions = permissions(c, &path, r, custom);
         out.push(Rule {
             permissions,
             name: r.name.clone(),
