@@ -159,6 +159,8 @@ impl App {
                 tracing::info!(generation = *generation, "configuration reloaded");
             }
             Err(e) => {
+                // Series a failed attempt created for tenants or rules not in force go again.
+                self.metrics.retain(&self.config().tenants);
                 self.metrics.config_loaded(Some(false));
                 tracing::error!(error = %e, "configuration reload failed; keeping the running configuration");
             }
@@ -187,6 +189,7 @@ impl App {
         }
         self.proxy.swap(runtime);
         self.ensure_refresher();
+        self.metrics.retain(&self.config().tenants);
         Ok(())
     }
 
@@ -206,11 +209,13 @@ impl App {
             let keep = wanted.iter().any(|w| Arc::ptr_eq(w, jwks));
             if !keep {
                 task.abort();
+                jwks.retire();
             }
             keep
         });
         for jwks in wanted {
             if !running.iter().any(|(r, _)| Arc::ptr_eq(r, &jwks)) {
+                jwks.go_live();
                 let task = tokio::spawn(Arc::clone(&jwks).run());
                 running.push((jwks, task));
             }

@@ -54,7 +54,7 @@ pub async fn explain(
     .ok_or_else(|| anyhow::anyhow!("no such tenant (known: {})", names.join(", ")))?;
     let metrics = std::sync::Arc::new(Metrics::new()?);
     let url = crate::auth::discovery::jwks_url(&tenant.jwt).await?;
-    let jwks = Jwks::new(&tenant.jwt, url, metrics)?;
+    let jwks = Jwks::new(&tenant.jwt, url, metrics.jwks(&tenant.name))?;
     let mut x = Explanation::new(token);
     // A JWKS that cannot be fetched is not a verdict on the token: exit 2, not "deny".
     let keys = jwks

@@ -63,7 +63,7 @@ impl Runtime {
                 Some((t, rt)) if rt.jwks.url() == &url && same_key_source(&t.jwt, &tenant.jwt) => {
                     Arc::clone(&rt.jwks)
                 }
-                _ => Arc::new(Jwks::new(&tenant.jwt, url, Arc::clone(metrics))?),
+                _ => Arc::new(Jwks::new(&tenant.jwt, url, metrics.jwks(&tenant.name))?),
             };
             let upstream = match prev {
                 Some((t, rt)) if t.upstream == tenant.upstream => Arc::clone(&rt.upstream),
@@ -73,7 +73,7 @@ impl Runtime {
             let rule_matches = tenant
                 .rules
                 .iter()
-                .map(|rule| metrics.rule_counter(&rule.name))
+                .map(|rule| metrics.rule_counter(&tenant.name, &rule.name))
                 .collect();
             tenants.push(TenantRuntime {
                 jwks,

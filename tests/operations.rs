@@ -332,12 +332,12 @@ async fn metrics_count_a_scripted_sequence_exactly() {
         r#"scimgate_auth_decisions_total{decision="deny",reason="missing_token"} 1"#,
         r#"scimgate_auth_decisions_total{decision="deny",reason="bad_signature"} 1"#,
         r#"scimgate_auth_decisions_total{decision="deny",reason="no_rule"} 1"#,
-        r#"scimgate_rule_matches_total{rule="provisioners"} 2"#,
+        r#"scimgate_rule_matches_total{rule="provisioners",tenant="default"} 2"#,
         r#"scimgate_request_duration_seconds_count{outcome="forwarded"} 2"#,
         r#"scimgate_request_duration_seconds_bucket{outcome="forwarded",le="+Inf"} 2"#,
         r#"scimgate_request_duration_seconds_count{outcome="forbidden"} 1"#,
         "scimgate_upstream_duration_seconds_count 2",
-        "scimgate_jwks_keys 2",
+        r#"scimgate_jwks_keys{tenant="default"} 2"#,
         // The same valid token twice: one miss, one hit. The bad signature and the wrong claim
         // are misses too; the request without a token never reaches the cache.
         "scimgate_token_cache_hits_total 1",
@@ -362,10 +362,17 @@ async fn metrics_count_a_scripted_sequence_exactly() {
     ] {
         assert_line(&text, line);
     }
-    let ok_fetches = metric(&text, r#"scimgate_jwks_fetches_total{result="ok"}"#)
-        .expect("jwks fetches ok series");
+    let ok_fetches = metric(
+        &text,
+        r#"scimgate_jwks_fetches_total{result="ok",tenant="default"}"#,
+    )
+    .expect("jwks fetches ok series");
     assert!(ok_fetches >= 1.0, "jwks fetches ok = {ok_fetches}");
-    let last_jwks = metric(&text, "scimgate_jwks_last_success_timestamp_seconds").unwrap_or(0.0);
+    let last_jwks = metric(
+        &text,
+        r#"scimgate_jwks_last_success_timestamp_seconds{tenant="default"}"#,
+    )
+    .unwrap_or(0.0);
     let last_load = metric(
         &text,
         "scimgate_config_last_reload_success_timestamp_seconds",
@@ -409,7 +416,15 @@ async fn metrics_count_a_scripted_sequence_exactly() {
     assert!(!text.contains("/Users"), "a path in a label:\n{text}");
     assert!(!text.contains(mint::signature_segment(&valid)));
     assert!(!text.contains(gw.sentinel()));
-    assert!(!text.contains("scimgate_config_reloads_total{"));
+    // Both reload results are exported from startup, at 0 until a reload.
+    assert_line(
+        &text,
+        r#"scimgate_config_reloads_total{result="success"} 0"#,
+    );
+    assert_line(
+        &text,
+        r#"scimgate_config_reloads_total{result="failure"} 0"#,
+    );
 
     // A reload (SIGHUP, no change) is counted, and empties the token cache.
     sighup(&gw);
@@ -650,7 +665,7 @@ async fn config_change_adds_a_rule_without_failing_requests() {
     );
     assert_line(
         &metrics,
-        r#"scimgate_rule_matches_total{rule="latecomers"} 1"#,
+        r#"scimgate_rule_matches_total{rule="latecomers",tenant="default"} 1"#,
     );
     gw.wait_for_logs(
         |l| l.contains("configuration reloaded"),
@@ -686,9 +701,9 @@ async fn invalid_config_keeps_the_running_one() {
         &text,
         r#"scimgate_config_reloads_total{result="failure"} 1"#,
     );
-    assert!(
-        !text.contains(r#"scimgate_config_reloads_total{result="success"}"#),
-        "{text}"
+    assert_line(
+        &text,
+        r#"scimgate_config_reloads_total{result="success"} 0"#,
     );
     assert_eq!(
         metric(
@@ -1157,8 +1172,12 @@ async fn jwks_is_revalidated_with_if_none_match_and_304_keeps_keys() {
         hits_before + 1.0,
         "{after}"
     );
-    assert_line(&after, "scimgate_jwks_keys 2");
-    let ok = metric(&after, r#"scimgate_jwks_fetches_total{result="ok"}"#).unwrap_or(0.0);
+    assert_line(&after, r#"scimgate_jwks_keys{tenant="default"} 2"#);
+    let ok = metric(
+        &after,
+        r#"scimgate_jwks_fetches_total{result="ok",tenant="default"}"#,
+    )
+    .unwrap_or(0.0);
     assert!(ok >= 3.0, "200 + two 304s count as ok fetches: {after}");
     assert_eq!(gw.admin_get("/readyz").await.map(|r| r.status), Ok(200));
 }
@@ -1237,9 +1256,9 @@ async fn reload_to_an_unloadable_jwks_url_fails_and_keeps_the_old_keys() {
         Duration::from_secs(5),
     )
     .await;
-    assert!(
-        !metrics.contains(r#"scimgate_config_reloads_total{result="success"}"#),
-        "{metrics}"
+    assert_line(
+        &metrics,
+        r#"scimgate_config_reloads_total{result="success"} 0"#,
     );
     let fresh = Token::new().sign(rsa_key());
     assert_eq!(gw.get("/Users", Some(&fresh)).await.status, 200);
