@@ -76,7 +76,46 @@ impl AuthError {
     }
 }
 
+impl AuthError {
+    /// Every error, one per `reason`: the deny series of `scimgate_auth_decisions_total` are
+    /// created from this at startup. It walks `next`, whose match the compiler holds to every
+    /// variant: a new variant does not compile until it is given its place in the walk.
+    pub fn all() -> impl Iterator<Item = Self> {
+        std::iter::successors(Some(Self::MissingToken), |e| e.next())
+    }
+
+    fn next(self) -> Option<Self> {
+        match self {
+            Self::MissingToken => Some(Self::DuplicateAuthorization),
+            Self::DuplicateAuthorization => Some(Self::InvalidToken(TokenRejection::Malformed)),
+            Self::InvalidToken(r) => {
+                Some(r.next().map_or(Self::NoMatchingRule, Self::InvalidToken))
+            }
+            Self::NoMatchingRule => Some(Self::OperationDenied),
+            Self::OperationDenied => Some(Self::KeysUnavailable),
+            Self::KeysUnavailable => None,
+        }
+    }
+}
+
 impl TokenRejection {
+    /// The rejection after this one in `AuthError::all`.
+    fn next(self) -> Option<Self> {
+        match self {
+            Self::Malformed => Some(Self::TooLarge),
+            Self::TooLarge => Some(Self::DisallowedAlgorithm),
+            Self::DisallowedAlgorithm => Some(Self::UnsupportedHeader),
+            Self::UnsupportedHeader => Some(Self::UnknownKey),
+            Self::UnknownKey => Some(Self::BadSignature),
+            Self::BadSignature => Some(Self::Expired),
+            Self::Expired => Some(Self::NotYetValid),
+            Self::NotYetValid => Some(Self::LifetimeTooLong),
+            Self::LifetimeTooLong => Some(Self::WrongIssuer),
+            Self::WrongIssuer => Some(Self::WrongAudience),
+            Self::WrongAudience => None,
+        }
+    }
+
     /// The fixed `reason` label for this rejection.
     pub fn reason(self) -> &'static str {
         match self {

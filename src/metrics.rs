@@ -1,52 +1,115 @@
 //! Every metric scimgate exports, on its own registry, with fixed label values (design.md §6).
+//!
+//! Every series an alert can need exists from startup at 0: a counter created on first use
+//! appears at 1, and `increase(…)` over a series that did not exist before sees no increase. So
+//! each label whose values are a fixed set is enumerated here, from lists the compiler keeps
+//! complete (`label_enum!`, `AuthError::all`), and each tenant's series are created with the
+//! tenant. Series of tenants and rules a reload removed are dropped with them, so a gone
+//! tenant's JWKS gauges cannot keep an alert firing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::SystemTime;
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// How a request ended: the `outcome` label and the audit line's `outcome` field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
-pub enum Outcome {
-    Forwarded,
-    MissingToken,
-    InvalidToken,
-    Forbidden,
-    BadRequest,
-    MethodNotAllowed,
-    UnknownTenant,
-    PayloadTooLarge,
-    RequestTimeout,
-    JwksUnavailable,
-    UpstreamUnavailable,
-    UpstreamTimeout,
-    UpstreamRejectedCredential,
-    /// Not a SCIM endpoint (the request grammar).
-    NotFound,
-    /// A request body in a media type or content-coding scimgate cannot judge.
-    UnsupportedMediaType,
-    /// The upstream's response held the service account key, or could not be screened.
-    UpstreamWithheld,
+use crate::auth::AuthError;
+use crate::config::Tenant;
+
+/// Declares a label enum, its label values and the list of all of them from one list of
+/// variants, so a variant cannot be added without its label value or be missing from `ALL`
+/// (and with it from the series created at startup).
+macro_rules! label_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident => $label:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            /// The label value.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( Self::$variant => $label, )+
+                }
+            }
+        }
+    };
 }
 
-/// Result of one JWKS fetch: the `result` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JwksResult {
-    Ok,
-    Unreachable,
-    Timeout,
-    BadStatus,
-    TooLarge,
-    Invalid,
+label_enum! {
+    /// How a request ended: the `outcome` label and the audit line's `outcome` field.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    #[repr(usize)]
+    pub enum Outcome {
+        Forwarded => "forwarded",
+        MissingToken => "missing_token",
+        InvalidToken => "invalid_token",
+        Forbidden => "forbidden",
+        BadRequest => "bad_request",
+        MethodNotAllowed => "method_not_allowed",
+        UnknownTenant => "unknown_tenant",
+        PayloadTooLarge => "payload_too_large",
+        RequestTimeout => "request_timeout",
+        JwksUnavailable => "jwks_unavailable",
+        UpstreamUnavailable => "upstream_unavailable",
+        UpstreamTimeout => "upstream_timeout",
+        UpstreamRejectedCredential => "upstream_rejected_credential",
+        /// Not a SCIM endpoint (the request grammar).
+        NotFound => "not_found",
+        /// A request body in a media type or content-coding scimgate cannot judge.
+        UnsupportedMediaType => "unsupported_media_type",
+        /// The upstream's response held the service account key, or could not be screened.
+        UpstreamWithheld => "upstream_withheld",
+    }
 }
 
-/// Allow or deny: the `decision` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Allow,
-    Deny,
+label_enum! {
+    /// Result of one JWKS fetch: the `result` label.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    #[repr(usize)]
+    pub enum JwksResult {
+        Ok => "ok",
+        Unreachable => "unreachable",
+        Timeout => "timeout",
+        BadStatus => "bad_status",
+        TooLarge => "too_large",
+        Invalid => "invalid",
+    }
 }
+
+label_enum! {
+    /// Allow or deny: the `decision` label.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Decision {
+        Allow => "allow",
+        Deny => "deny",
+    }
+}
+
+label_enum! {
+    /// Result of a config reload: the `result` label.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    #[repr(usize)]
+    enum ReloadResult {
+        Success => "success",
+        Failure => "failure",
+    }
+}
+
+/// The `reason` of an allowed request.
+const ALLOWED: &str = "ok";
 
 /// The metric families. Cheap to share behind an `Arc`.
 pub struct Metrics {
@@ -55,62 +118,31 @@ pub struct Metrics {
     auth_decisions: IntCounterVec,
     rule_matches: IntCounterVec,
     jwks_fetches: IntCounterVec,
-    jwks_keys: IntGauge,
-    jwks_last_success: Gauge,
+    jwks_keys: IntGaugeVec,
+    jwks_last_success: GaugeVec,
     token_cache_hits: IntCounter,
     token_cache_misses: IntCounter,
-    config_reloads: IntCounterVec,
     config_last_reload: Gauge,
     connections_open: IntGauge,
     connections_max: IntGauge,
     /// Label lookups hash strings under a lock: resolve the fixed ones once.
-    by_outcome: Vec<(prometheus::IntCounter, Histogram)>,
+    by_outcome: Vec<(IntCounter, Histogram)>,
     allowed: IntCounter,
+    /// `(reason, deny counter)` for every `AuthError::reason`.
+    denied: Vec<(&'static str, IntCounter)>,
+    /// Indexed by `ReloadResult`.
+    reloads: Vec<IntCounter>,
+    /// The tenants (and their rules) whose series exist, so `retain` can drop those no longer
+    /// configured.
+    labelled: Mutex<BTreeMap<String, BTreeSet<String>>>,
 }
 
-// === impl Outcome ===
-
-impl Outcome {
-    /// Every outcome, in declaration order (the index of each in per-outcome arrays).
-    pub const ALL: [Outcome; 16] = [
-        Self::Forwarded,
-        Self::MissingToken,
-        Self::InvalidToken,
-        Self::Forbidden,
-        Self::BadRequest,
-        Self::MethodNotAllowed,
-        Self::UnknownTenant,
-        Self::PayloadTooLarge,
-        Self::RequestTimeout,
-        Self::JwksUnavailable,
-        Self::UpstreamUnavailable,
-        Self::UpstreamTimeout,
-        Self::UpstreamRejectedCredential,
-        Self::NotFound,
-        Self::UnsupportedMediaType,
-        Self::UpstreamWithheld,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Forwarded => "forwarded",
-            Self::MissingToken => "missing_token",
-            Self::InvalidToken => "invalid_token",
-            Self::Forbidden => "forbidden",
-            Self::BadRequest => "bad_request",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::UnknownTenant => "unknown_tenant",
-            Self::PayloadTooLarge => "payload_too_large",
-            Self::RequestTimeout => "request_timeout",
-            Self::JwksUnavailable => "jwks_unavailable",
-            Self::UpstreamUnavailable => "upstream_unavailable",
-            Self::UpstreamTimeout => "upstream_timeout",
-            Self::UpstreamRejectedCredential => "upstream_rejected_credential",
-            Self::NotFound => "not_found",
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::UpstreamWithheld => "upstream_withheld",
-        }
-    }
+/// One tenant's JWKS series, resolved once when its key cache is built.
+pub struct JwksMetrics {
+    /// Indexed by `JwksResult`.
+    fetches: Vec<IntCounter>,
+    keys: IntGauge,
+    last_success: Gauge,
 }
 
 // === impl JwksResult ===
@@ -127,24 +159,13 @@ impl JwksResult {
             Err(FetchError::Invalid(_)) => Self::Invalid,
         }
     }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Unreachable => "unreachable",
-            Self::Timeout => "timeout",
-            Self::BadStatus => "bad_status",
-            Self::TooLarge => "too_large",
-            Self::Invalid => "invalid",
-        }
-    }
 }
 
 // === impl Metrics ===
 
 impl Metrics {
-    /// Creates and registers every family. Fails only on a programming error (a duplicate or
-    /// malformed name), which the unit test below would catch first.
+    /// Creates and registers every family and its fixed series. Fails only on a programming
+    /// error (a duplicate or malformed name), which the unit test below would catch first.
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let buckets = vec![
@@ -178,17 +199,32 @@ impl Metrics {
             &["decision", "reason"],
         )?;
         let rule_matches = IntCounterVec::new(
-            Opts::new("scimgate_rule_matches_total", "Requests allowed, by rule."),
-            &["rule"],
+            Opts::new(
+                "scimgate_rule_matches_total",
+                "Requests allowed, by tenant and rule.",
+            ),
+            &["tenant", "rule"],
         )?;
         let jwks_fetches = IntCounterVec::new(
-            Opts::new("scimgate_jwks_fetches_total", "JWKS fetches by result."),
-            &["result"],
+            Opts::new(
+                "scimgate_jwks_fetches_total",
+                "JWKS fetches by tenant and result.",
+            ),
+            &["tenant", "result"],
         )?;
-        let jwks_keys = IntGauge::new("scimgate_jwks_keys", "Usable keys in the loaded JWKS.")?;
-        let jwks_last_success = Gauge::new(
-            "scimgate_jwks_last_success_timestamp_seconds",
-            "Unix time of the last successful JWKS fetch.",
+        let jwks_keys = IntGaugeVec::new(
+            Opts::new(
+                "scimgate_jwks_keys",
+                "Usable keys in the tenant's loaded JWKS.",
+            ),
+            &["tenant"],
+        )?;
+        let jwks_last_success = GaugeVec::new(
+            Opts::new(
+                "scimgate_jwks_last_success_timestamp_seconds",
+                "Unix time of the tenant's last successful JWKS fetch (0: never).",
+            ),
+            &["tenant"],
         )?;
         let token_cache_hits = IntCounter::new(
             "scimgate_token_cache_hits_total",
@@ -249,7 +285,18 @@ impl Metrics {
                 )
             })
             .collect();
-        let allowed = auth_decisions.with_label_values(&["allow", "ok"]);
+        let allowed = auth_decisions.with_label_values(&[Decision::Allow.as_str(), ALLOWED]);
+        let mut denied: Vec<(&'static str, IntCounter)> = Vec::new();
+        for reason in AuthError::all().map(AuthError::reason) {
+            if !denied.iter().any(|(r, _)| *r == reason) {
+                let counter = auth_decisions.with_label_values(&[Decision::Deny.as_str(), reason]);
+                denied.push((reason, counter));
+            }
+        }
+        let reloads = ReloadResult::ALL
+            .iter()
+            .map(|r| config_reloads.with_label_values(&[r.as_str()]))
+            .collect();
         Ok(Self {
             registry,
             upstream_duration,
@@ -260,12 +307,14 @@ impl Metrics {
             jwks_last_success,
             token_cache_hits,
             token_cache_misses,
-            by_outcome,
-            allowed,
-            config_reloads,
             config_last_reload,
             connections_open,
             connections_max,
+            by_outcome,
+            allowed,
+            denied,
+            reloads,
+            labelled: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -283,41 +332,93 @@ impl Metrics {
 
     /// One authorization decision; `reason` comes from `AuthError::reason` or is `"ok"`.
     pub fn auth_decision(&self, decision: Decision, reason: &'static str) {
-        let decision = match decision {
-            Decision::Allow if reason == "ok" => return self.allowed.inc(),
-            Decision::Allow => "allow",
-            Decision::Deny => "deny",
-        };
+        match decision {
+            Decision::Allow if reason == ALLOWED => return self.allowed.inc(),
+            Decision::Deny => {
+                if let Some((_, counter)) = self.denied.iter().find(|(r, _)| *r == reason) {
+                    return counter.inc();
+                }
+            }
+            Decision::Allow => {}
+        }
         self.auth_decisions
-            .with_label_values(&[decision, reason])
+            .with_label_values(&[decision.as_str(), reason])
             .inc();
     }
 
-    /// The counter of one rule's matches. Rule names come from the validated config, a fixed
-    /// set; the runtime resolves each once per config generation, so a request's increment is
-    /// one atomic add, and every rule's series is exported (at 0) from the start.
-    pub fn rule_counter(&self, rule: &str) -> IntCounter {
-        self.rule_matches.with_label_values(&[rule])
+    /// The counter of one of `tenant`'s rules. Rule names come from the validated config (unique
+    /// within a tenant); the runtime resolves each once per config generation, so a request's
+    /// increment is one atomic add, and every rule's series is exported (at 0) from the start.
+    pub fn rule_counter(&self, tenant: &str, rule: &str) -> IntCounter {
+        self.remember(tenant, Some(rule));
+        self.rule_matches.with_label_values(&[tenant, rule])
     }
 
-    pub fn jwks_fetch(&self, result: JwksResult) {
-        self.jwks_fetches
-            .with_label_values(&[result.as_str()])
-            .inc();
-        if result == JwksResult::Ok {
-            self.jwks_last_success.set(unix_now());
+    /// `tenant`'s JWKS series, each created now (fetch results at 0, no keys, never loaded).
+    pub fn jwks(&self, tenant: &str) -> JwksMetrics {
+        self.remember(tenant, None);
+        JwksMetrics {
+            fetches: JwksResult::ALL
+                .iter()
+                .map(|r| self.jwks_fetches.with_label_values(&[tenant, r.as_str()]))
+                .collect(),
+            keys: self.jwks_keys.with_label_values(&[tenant]),
+            last_success: self.jwks_last_success.with_label_values(&[tenant]),
+        }
+    }
+
+    /// Drops the series of tenants and rules that `tenants` (the config in force) no longer
+    /// has; a later use of a dropped handle changes nothing exported.
+    pub fn retain(&self, tenants: &[Tenant]) {
+        let Ok(mut labelled) = self.labelled.lock() else {
+            return;
+        };
+        labelled.retain(|tenant, rules| {
+            let kept = tenants.iter().find(|t| &t.name == tenant);
+            rules.retain(|rule| {
+                let keep = kept.is_some_and(|t| t.rules.iter().any(|r| &r.name == rule));
+                if !keep {
+                    let _ = self.rule_matches.remove_label_values(&[tenant, rule]);
+                }
+                keep
+            });
+            if kept.is_none() {
+                for result in JwksResult::ALL {
+                    let _ = self
+                        .jwks_fetches
+                        .remove_label_values(&[tenant, result.as_str()]);
+                }
+                let _ = self.jwks_keys.remove_label_values(&[tenant]);
+                let _ = self.jwks_last_success.remove_label_values(&[tenant]);
+            }
+            kept.is_some()
+        });
+    }
+
+    fn remember(&self, tenant: &str, rule: Option<&str>) {
+        if let Ok(mut labelled) = self.labelled.lock() {
+            let rules = labelled.entry(tenant.to_owned()).or_default();
+            if let Some(rule) = rule {
+                rules.insert(rule.to_owned());
+            }
         }
     }
 
     /// A config load: the startup one (`None`: timestamp only) or a reload (`Some(ok)`).
     pub fn config_loaded(&self, reload: Option<bool>) {
-        match reload {
-            Some(true) => self.config_reloads.with_label_values(&["success"]).inc(),
-            Some(false) => self.config_reloads.with_label_values(&["failure"]).inc(),
-            None => {}
+        let result = match reload {
+            Some(true) => ReloadResult::Success,
+            Some(false) => ReloadResult::Failure,
+            None => {
+                self.config_last_reload.set(unix(SystemTime::now()));
+                return;
+            }
+        };
+        if let Some(counter) = self.reloads.get(result as usize) {
+            counter.inc();
         }
-        if reload != Some(false) {
-            self.config_last_reload.set(unix_now());
+        if result == ReloadResult::Success {
+            self.config_last_reload.set(unix(SystemTime::now()));
         }
     }
 
@@ -334,10 +435,6 @@ impl Metrics {
         } else {
             self.connections_open.dec();
         }
-    }
-
-    pub fn jwks_loaded(&self, keys: usize) {
-        self.jwks_keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
     }
 
     pub fn token_cache(&self, hit: bool) {
@@ -359,9 +456,25 @@ impl Metrics {
     }
 }
 
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+// === impl JwksMetrics ===
+
+impl JwksMetrics {
+    /// One fetch (or revalidation) and how it ended.
+    pub fn fetch(&self, result: JwksResult) {
+        if let Some(counter) = self.fetches.get(result as usize) {
+            counter.inc();
+        }
+    }
+
+    /// The key set in use: `keys` usable keys, last confirmed by the endpoint at `confirmed`.
+    pub fn loaded(&self, keys: usize, confirmed: SystemTime) {
+        self.keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
+        self.last_success.set(unix(confirmed));
+    }
+}
+
+fn unix(time: SystemTime) -> f64 {
+    time.duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
@@ -369,12 +482,18 @@ fn unix_now() -> f64 {
 mod tests {
     use super::*;
 
+    /// The value of one exported series, `None` when it does not exist.
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
     #[test]
     fn registers_and_renders_every_family() {
         let m = Metrics::new().unwrap();
         m.request(Outcome::Forwarded, 0.01);
         m.auth_decision(Decision::Deny, "expired");
-        m.jwks_fetch(JwksResult::Ok);
+        m.jwks("default").fetch(JwksResult::Ok);
         let text = m.render();
         assert!(
             text.contains("scimgate_requests_total{outcome=\"forwarded\"} 1"),
@@ -384,6 +503,141 @@ mod tests {
             text.contains("scimgate_auth_decisions_total{decision=\"deny\",reason=\"expired\"} 1")
         );
         assert!(text.contains("scimgate_build_info{version="));
-        assert!(text.contains("scimgate_jwks_fetches_total{result=\"ok\"} 1"));
+        assert!(
+            text.contains("scimgate_jwks_fetches_total{result=\"ok\",tenant=\"default\"} 1"),
+            "{text}"
+        );
+    }
+
+    /// An alert on `increase(…[10m]) > 0` needs the series at 0 before the first event.
+    #[test]
+    fn every_fixed_series_exists_at_zero_from_the_start() {
+        let m = Metrics::new().unwrap();
+        m.jwks("a");
+        let text = m.render();
+        let mut expected: Vec<String> = Vec::new();
+        for o in Outcome::ALL {
+            expected.push(format!(
+                "scimgate_requests_total{{outcome=\"{}\"}}",
+                o.as_str()
+            ));
+            expected.push(format!(
+                "scimgate_request_duration_seconds_count{{outcome=\"{}\"}}",
+                o.as_str()
+            ));
+        }
+        expected.push("scimgate_auth_decisions_total{decision=\"allow\",reason=\"ok\"}".into());
+        for e in AuthError::all() {
+            expected.push(format!(
+                "scimgate_auth_decisions_total{{decision=\"deny\",reason=\"{}\"}}",
+                e.reason()
+            ));
+        }
+        for r in JwksResult::ALL {
+            expected.push(format!(
+                "scimgate_jwks_fetches_total{{result=\"{}\",tenant=\"a\"}}",
+                r.as_str()
+            ));
+        }
+        for r in ["success", "failure"] {
+            expected.push(format!("scimgate_config_reloads_total{{result=\"{r}\"}}"));
+        }
+        expected.push("scimgate_jwks_keys{tenant=\"a\"}".into());
+        expected.push("scimgate_jwks_last_success_timestamp_seconds{tenant=\"a\"}".into());
+        for series in &expected {
+            assert_eq!(value(&text, series), Some(0.0), "{series} in:\n{text}");
+        }
+        // Distinct outcomes and reasons: one series each, none shadowing another.
+        let reasons: BTreeSet<&str> = AuthError::all().map(AuthError::reason).collect();
+        assert_eq!(reasons.len(), AuthError::all().count());
+        assert_eq!(m.denied.len(), reasons.len());
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i, "by_outcome is indexed by discriminant");
+        }
+        for (i, r) in JwksResult::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+    }
+
+    #[test]
+    fn counts_land_on_the_resolved_series() {
+        let m = Metrics::new().unwrap();
+        m.auth_decision(Decision::Deny, "no_rule");
+        m.auth_decision(Decision::Deny, "no_rule");
+        m.auth_decision(Decision::Allow, "ok");
+        m.config_loaded(Some(false));
+        let jwks = m.jwks("t");
+        jwks.fetch(JwksResult::Timeout);
+        jwks.loaded(
+            3,
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(7),
+        );
+        let text = m.render();
+        for (series, want) in [
+            (
+                "scimgate_auth_decisions_total{decision=\"deny\",reason=\"no_rule\"}",
+                2.0,
+            ),
+            (
+                "scimgate_auth_decisions_total{decision=\"allow\",reason=\"ok\"}",
+                1.0,
+            ),
+            ("scimgate_config_reloads_total{result=\"failure\"}", 1.0),
+            ("scimgate_config_reloads_total{result=\"success\"}", 0.0),
+            (
+                "scimgate_jwks_fetches_total{result=\"timeout\",tenant=\"t\"}",
+                1.0,
+            ),
+            ("scimgate_jwks_keys{tenant=\"t\"}", 3.0),
+            (
+                "scimgate_jwks_last_success_timestamp_seconds{tenant=\"t\"}",
+                7.0,
+            ),
+        ] {
+            assert_eq!(value(&text, series), Some(want), "{series} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn retain_drops_the_series_of_removed_tenants_and_rules() {
+        let config = crate::config::Config::from_toml(
+            r#"
+            [upstream]
+            url = "http://127.0.0.1:1/scim"
+            [jwt]
+            jwks_url = "http://127.0.0.1:1/keys"
+            issuer = "https://idp.example.com"
+            audience = ["scimgate"]
+            [[rules]]
+            name = "kept"
+            claim = "groups"
+            value = "x"
+            service_account = "sa"
+            [service_accounts.sa]
+            header = "x-api-key"
+            api_key_env = "PATH"
+            "#,
+        )
+        .unwrap();
+        let m = Metrics::new().unwrap();
+        m.jwks("default");
+        m.rule_counter("default", "kept").inc();
+        m.rule_counter("default", "renamed").inc();
+        m.jwks("gone");
+        let stale = m.rule_counter("gone", "rule");
+        m.retain(&config.tenants);
+        stale.inc();
+        let text = m.render();
+        assert_eq!(
+            value(
+                &text,
+                "scimgate_rule_matches_total{rule=\"kept\",tenant=\"default\"}"
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert!(value(&text, "scimgate_jwks_keys{tenant=\"default\"}").is_some());
+        assert!(!text.contains("renamed"), "{text}");
+        assert!(!text.contains("\"gone\""), "{text}");
     }
 }

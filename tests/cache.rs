@@ -102,7 +102,7 @@ async fn cache_hit_gives_the_same_decision_as_the_miss() {
     assert_eq!(
         metric_or_zero(
             &metrics,
-            r#"scimgate_rule_matches_total{rule="provisioners"}"#
+            r#"scimgate_rule_matches_total{rule="provisioners",tenant="default"}"#
         ),
         2.0
     );
@@ -194,7 +194,10 @@ async fn removed_key_invalidates_cached_tokens_after_an_unknown_kid_refetch() {
         ) >= 3.0,
         "{metrics}"
     );
-    assert_eq!(metric_or_zero(&metrics, "scimgate_jwks_keys"), 1.0);
+    assert_eq!(
+        metric_or_zero(&metrics, r#"scimgate_jwks_keys{tenant="default"}"#),
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

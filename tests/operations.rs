@@ -332,12 +332,12 @@ async fn metrics_count_a_scripted_sequence_exactly() {
         r#"scimgate_auth_decisions_total{decision="deny",reason="missing_token"} 1"#,
         r#"scimgate_auth_decisions_total{decision="deny",reason="bad_signature"} 1"#,
         r#"scimgate_auth_decisions_total{decision="deny",reason="no_rule"} 1"#,
-        r#"scimgate_rule_matches_total{rule="provisioners"} 2"#,
+        r#"scimgate_rule_matches_total{rule="provisioners",tenant="default"} 2"#,
         r#"scimgate_request_duration_seconds_count{outcome="forwarded"} 2"#,
         r#"scimgate_request_duration_seconds_bucket{outcome="forwarded",le="+Inf"} 2"#,
         r#"scimgate_request_duration_seconds_count{outcome="forbidden"} 1"#,
         "scimgate_upstream_duration_seconds_count 2",
-        "scimgate_jwks_keys 2",
+        r#"scimgate_jwks_keys{tenant="default"} 2"#,
         // The same valid token twice: one miss, one hit. The bad signature and the wrong claim
         // are misses too; the request without a token never reaches the cache.
         "scimgate_token_cache_hits_total 1",
@@ -362,10 +362,17 @@ async fn metrics_count_a_scripted_sequence_exactly() {
     ] {
         assert_line(&text, line);
     }
-    let ok_fetches = metric(&text, r#"scimgate_jwks_fetches_total{result="ok"}"#)
-        .expect("jwks fetches ok series");
+    let ok_fetches = metric(
+        &text,
+        r#"scimgate_jwks_fetches_total{result="ok",tenant="default"}"#,
+    )
+    .expect("jwks fetches ok series");
     assert!(ok_fetches >= 1.0, "jwks fetches ok = {ok_fetches}");
-    let last_jwks = metric(&text, "scimgate_jwks_last_success_timestamp_seconds").unwrap_or(0.0);
+    let last_jwks = metric(
+        &text,
+        r#"scimgate_jwks_last_success_timestamp_seconds{tenant="default"}"#,
+    )
+    .unwrap_or(0.0);
     let last_load = metric(
         &text,
         "scimgate_config_last_reload_success_timestamp_seconds",
@@ -409,7 +416,15 @@ async fn metrics_count_a_scripted_sequence_exactly() {
     assert!(!text.contains("/Users"), "a path in a label:\n{text}");
     assert!(!text.contains(mint::signature_segment(&valid)));
     assert!(!text.contains(gw.sentinel()));
-    assert!(!text.contains("scimgate_config_reloads_total{"));
+    // Both reload results are exported from startup, at 0 until a reload.
+    assert_line(
+        &text,
+        r#"scimgate_config_reloads_total{result="success"} 0"#,
+    );
+    assert_line(
+        &text,
+        r#"scimgate_config_reloads_total{result="failure"} 0"#,
+    );
 
     // A reload (SIGHUP, no change) is counted, and empties the token cache.
     sighup(&gw);
@@ -650,7 +665,7 @@ async fn config_change_adds_a_rule_without_failing_requests() {
     );
     assert_line(
         &metrics,
-        r#"scimgate_rule_matches_total{rule="latecomers"} 1"#,
+        r#"scimgate_rule_matches_total{rule="latecomers",tenant="default"} 1"#,
     );
     gw.wait_for_logs(
         |l| l.contains("configuration reloaded"),
@@ -686,9 +701,9 @@ async fn invalid_config_keeps_the_running_one() {
         &text,
         r#"scimgate_config_reloads_total{result="failure"} 1"#,
     );
-    assert!(
-        !text.contains(r#"scimgate_config_reloads_total{result="success"}"#),
-        "{text}"
+    assert_line(
+        &text,
+        r#"scimgate_config_reloads_total{result="success"} 0"#,
     );
     assert_eq!(
         metric(
@@ -943,6 +958,110 @@ async fn explain_allows_denies_and_never_prints_the_token_or_key() {
     );
 }
 
+/// explain judges the request it is told about (default `GET /Users`, as before) and says which:
+/// a token whose only rule allows creating users is denied for the default read and allowed for
+/// `--method POST --path /Users`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_judges_the_method_and_path_it_is_given() {
+    let (_jwks, _upstream, cfg) = fixture().await;
+    let dir = TempDir::new("explain-request");
+    let (path, sentinel) = explain_config(&cfg, &dir);
+    let text = std::fs::read_to_string(&path).expect("config");
+    let create_only = text.replacen(
+        "service_account = \"provisioner\"\n",
+        "service_account = \"provisioner\"\nallow = [\"create\"]\nresource_types = [\"Users\"]\n",
+        1,
+    );
+    assert_ne!(create_only, text);
+    std::fs::write(&path, create_only).expect("write config");
+    let token = Token::new().sign(ec_key());
+    let run = |extra: &[&str]| {
+        let mut args = vec!["explain".to_owned(), "--config".to_owned(), path.clone()];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args.push(token.clone());
+        run_binary(args, Vec::new(), None)
+    };
+    let request_line = |out: &Output| -> String {
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with("request"))
+            .unwrap_or_else(|| panic!("no request line:\n{}{}", out.stdout, out.stderr))
+            .to_owned()
+    };
+
+    let default = run(&[]).await;
+    assert_eq!(
+        default.code,
+        Some(1),
+        "{}{}",
+        default.stdout,
+        default.stderr
+    );
+    let line = request_line(&default);
+    assert!(
+        line.contains("GET /Users") && line.contains("read Users"),
+        "{line}"
+    );
+    assert!(
+        default
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("decision") && l.contains("FAIL")),
+        "{}",
+        default.stdout
+    );
+
+    let create = run(&["--method", "POST", "--path", "/Users"]).await;
+    assert_eq!(create.code, Some(0), "{}{}", create.stdout, create.stderr);
+    let line = request_line(&create);
+    assert!(
+        line.contains("POST /Users") && line.contains("create Users"),
+        "{line}"
+    );
+    assert!(
+        create.stdout.contains("DECISION  allow"),
+        "{}",
+        create.stdout
+    );
+    assert_no_secrets(&create, &[&token, &sentinel]);
+
+    let json = run(&["--json", "--method", "post", "--path", "/Users"]).await;
+    assert_eq!(json.code, Some(0), "{}{}", json.stdout, json.stderr);
+    let v: Value = serde_json::from_str(&json.stdout).expect("--json output");
+    assert_eq!(v["request"]["method"], json!("POST"), "{v}");
+    assert_eq!(v["request"]["path"], json!("/Users"), "{v}");
+    assert_eq!(v["request"]["operation"], json!("create"), "{v}");
+    assert_eq!(v["request"]["tenant"], json!("default"), "{v}");
+
+    // Other operations stay denied: the create-only rule is not a blanket allow.
+    for (method, target) in [
+        ("DELETE", "/Users/42"),
+        ("POST", "/Groups"),
+        ("PUT", "/Users/42"),
+    ] {
+        let out = run(&["--method", method, "--path", target]).await;
+        assert_eq!(
+            out.code,
+            Some(1),
+            "{method} {target}: {}{}",
+            out.stdout,
+            out.stderr
+        );
+        assert!(request_line(&out).contains(&format!("{method} {target}")));
+    }
+    // A path scimgate refuses before authorization, or a method it never forwards, is no
+    // question explain can answer: exit 2, like an unusable config.
+    for extra in [
+        &["--path", "Users"][..],
+        &["--path", "/Users/../Groups"][..],
+        &["--method", "TRACE"][..],
+        &["--method", "NOT A METHOD"][..],
+    ] {
+        let out = run(extra).await;
+        assert_eq!(out.code, Some(2), "{extra:?}: {}{}", out.stdout, out.stderr);
+    }
+}
+
 // === 5. OIDC discovery ===
 
 /// A discovery server at `http://127.0.0.1:<port>`: the OIDC document (when `oidc`), else only
@@ -1157,8 +1276,12 @@ async fn jwks_is_revalidated_with_if_none_match_and_304_keeps_keys() {
         hits_before + 1.0,
         "{after}"
     );
-    assert_line(&after, "scimgate_jwks_keys 2");
-    let ok = metric(&after, r#"scimgate_jwks_fetches_total{result="ok"}"#).unwrap_or(0.0);
+    assert_line(&after, r#"scimgate_jwks_keys{tenant="default"} 2"#);
+    let ok = metric(
+        &after,
+        r#"scimgate_jwks_fetches_total{result="ok",tenant="default"}"#,
+    )
+    .unwrap_or(0.0);
     assert!(ok >= 3.0, "200 + two 304s count as ok fetches: {after}");
     assert_eq!(gw.admin_get("/readyz").await.map(|r| r.status), Ok(200));
 }
@@ -1237,9 +1360,9 @@ async fn reload_to_an_unloadable_jwks_url_fails_and_keeps_the_old_keys() {
         Duration::from_secs(5),
     )
     .await;
-    assert!(
-        !metrics.contains(r#"scimgate_config_reloads_total{result="success"}"#),
-        "{metrics}"
+    assert_line(
+        &metrics,
+        r#"scimgate_config_reloads_total{result="success"} 0"#,
     );
     let fresh = Token::new().sign(rsa_key());
     assert_eq!(gw.get("/Users", Some(&fresh)).await.status, 200);

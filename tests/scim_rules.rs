@@ -145,7 +145,10 @@ async fn read_only_rule_allows_reads_and_searches_only() {
         "{metrics}"
     );
     assert_eq!(
-        metric_or_zero(&metrics, r#"scimgate_rule_matches_total{rule="readers"}"#),
+        metric_or_zero(
+            &metrics,
+            r#"scimgate_rule_matches_total{rule="readers",tenant="default"}"#
+        ),
         6.0
     );
     let denied = gw
@@ -324,11 +327,17 @@ service_account = "writer"
 
     let metrics = scrape(&gw).await;
     assert_eq!(
-        metric_or_zero(&metrics, r#"scimgate_rule_matches_total{rule="ro"}"#),
+        metric_or_zero(
+            &metrics,
+            r#"scimgate_rule_matches_total{rule="ro",tenant="default"}"#
+        ),
         1.0
     );
     assert_eq!(
-        metric_or_zero(&metrics, r#"scimgate_rule_matches_total{rule="rw"}"#),
+        metric_or_zero(
+            &metrics,
+            r#"scimgate_rule_matches_total{rule="rw",tenant="default"}"#
+        ),
         1.0
     );
 }
@@ -811,14 +820,14 @@ allow = ["bulk", "delete"]
     assert_eq!(
         metric_or_zero(
             &metrics,
-            r#"scimgate_rule_matches_total{rule="bulk-create"}"#
+            r#"scimgate_rule_matches_total{rule="bulk-create",tenant="default"}"#
         ),
         1.0
     );
     assert_eq!(
         metric_or_zero(
             &metrics,
-            r#"scimgate_rule_matches_total{rule="bulk-delete"}"#
+            r#"scimgate_rule_matches_total{rule="bulk-delete",tenant="default"}"#
         ),
         1.0
     );

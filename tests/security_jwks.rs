@@ -94,7 +94,7 @@ async fn t35_key_source_integrity() {
     // A JWKS endpoint that redirects to the attacker at startup: no keys, 503, nothing fetched.
     let (jwks, upstream, cfg) = fixture().await;
     jwks.set_mode(JwksMode::Redirect(attacker.url("/jwks.json")));
-    let gw = Gateway::start_unready(cfg.set("jwt", "refetch_cooldown", "\"100ms\"")).await;
+    let gw = Gateway::start_unready(cfg.set("jwt", "refetch_cooldown", "\"1s\"")).await;
     let r = gw.get("/Users", Some(&Token::new().sign(&evil))).await;
     r.assert_scim_error(503);
     let r = gw.get("/Users", Some(&Token::new().sign(rsa_key()))).await;
@@ -343,7 +343,7 @@ async fn t36_hostile_jwks_after_first_load_keeps_old_keys() {
     let (jwks, upstream, cfg) = fixture().await;
     let attacker = Attacker::start().await;
     attacker.set_body(mint::jwks(&[&SigningKey::ec("attacker-1")]));
-    let gw = Gateway::start(cfg.set("jwt", "refetch_cooldown", "\"100ms\"")).await;
+    let gw = Gateway::start(cfg.set("jwt", "refetch_cooldown", "\"1s\"")).await;
     let modes = vec![
         JwksMode::Status(500),
         JwksMode::Redirect(attacker.url("/jwks.json")),
@@ -383,7 +383,7 @@ async fn t37_key_rotation_and_removal() {
     let cfg = cfg
         .set("jwt", "refresh_interval", "\"1s\"")
         .set("jwt", "min_refresh_interval", "\"1s\"")
-        .set("jwt", "refetch_cooldown", "\"200ms\"");
+        .set("jwt", "refetch_cooldown", "\"1s\"");
     let gw = Gateway::start(cfg).await;
     let cached = Token::new().sign(rsa_key());
     assert_eq!(gw.get("/Users", Some(&cached)).await.status, 200);

@@ -59,7 +59,7 @@ async fn t41_secret_and_token_leakage_at_trace() {
     let (jwks, upstream, cfg) = fixture().await;
     let cfg = cfg
         .env("RUST_LOG", "trace")
-        .set("jwt", "refetch_cooldown", "\"100ms\"")
+        .set("jwt", "refetch_cooldown", "\"1s\"")
         .account("reader", "x-api-key", None)
         .rule("readers", "groups", "scim-readers", "reader");
     let gw = Gateway::start(cfg).await;
@@ -396,7 +396,7 @@ async fn t43_config_hot_reload_races() {
     let key_b = SigningKey::ec("tenant-b-key");
     let jwks_b = JwksServer::start(mint::jwks(&[&key_b])).await;
     let issuer_b = "https://idp-b.scimgate.test";
-    let gw = Gateway::start(cfg.set("jwt", "refetch_cooldown", "\"100ms\"")).await;
+    let gw = Gateway::start(cfg.set("jwt", "refetch_cooldown", "\"1s\"")).await;
     let text_a = std::fs::read_to_string(&gw.config_path).expect("config");
     let text_b = text_a
         .replace(&jwks_a.url(), &jwks_b.url())

@@ -11,14 +11,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::json;
-use support::{JwksServer, SigningKey, TempDir, Token, Upstream, send, toml_str};
+use support::observe::{metric, replace_file};
+use support::{JwksMode, JwksServer, SigningKey, TempDir, Token, Upstream, send, toml_str};
 
 /// A gateway started from a hand-written config (the harness builder writes one tenant).
 struct TenantGateway {
     child: Child,
     proxy: SocketAddr,
+    admin: SocketAddr,
     lines: Arc<Mutex<Vec<String>>>,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl TenantGateway {
@@ -80,8 +82,34 @@ impl TenantGateway {
         Self {
             child,
             proxy,
+            admin,
             lines,
-            _dir: dir,
+            dir,
+        }
+    }
+
+    async fn metrics(&self) -> String {
+        let r = send(self.admin, "GET", "/metrics", &[], Bytes::new())
+            .await
+            .expect("GET /metrics");
+        assert_eq!(r.status, 200);
+        r.text()
+    }
+
+    /// Polls `/metrics` (bounded) until `done` holds; returns that scrape.
+    async fn metrics_until(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.metrics().await;
+            if done(&text) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}:\n{text}\n{:?}",
+                self.lines.lock()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -247,4 +275,193 @@ async fn tenants_are_isolated_and_route_by_prefix() {
         !logs.contains("SENTINEL-tenant"),
         "an API key reached the logs"
     );
+}
+
+/// The JWKS and rule series carry the tenant (issue 15 §2): one tenant's failing key endpoint
+/// shows under its own name while the other's stays healthy, rules of the same name in two
+/// tenants count apart, and a tenant a reload removes takes its series with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_carry_the_tenant() {
+    let (a, b) = (Side::start("tenant-a").await, Side::start("tenant-b").await);
+    let dir = TempDir::new("tenant-metrics");
+    let key_a = dir.write("a.key", b"SENTINEL-tenant-a-key\n", 0o600);
+    let key_b = dir.write("b.key", b"SENTINEL-tenant-b-key\n", 0o600);
+    // Both tenants name their rule "provisioner": rule names are unique only per tenant.
+    let tenant = |name: &str, side: &Side, key: &std::path::Path| {
+        tenant_toml(
+            name,
+            &format!("/{name}"),
+            &format!("{}/scim/v2", side.origin()),
+            side,
+            "groups",
+            "x-api-key",
+            &key.display().to_string(),
+        )
+        .replace(&format!("{name}-rule"), "provisioner")
+    };
+    let head = "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n\n";
+    let both = format!(
+        "{head}{}{}",
+        tenant("a", &a, &key_a),
+        tenant("b", &b, &key_b)
+    );
+    let only_a = format!("{head}{}", tenant("a", &a, &key_a));
+    let gw = TenantGateway::start(&both, dir).await;
+
+    let text = gw.metrics().await;
+    for t in ["a", "b"] {
+        for (series, want) in [
+            (format!("scimgate_jwks_keys{{tenant=\"{t}\"}}"), 1.0),
+            (
+                format!("scimgate_rule_matches_total{{rule=\"provisioner\",tenant=\"{t}\"}}"),
+                0.0,
+            ),
+            (
+                format!("scimgate_jwks_fetches_total{{result=\"bad_status\",tenant=\"{t}\"}}"),
+                0.0,
+            ),
+        ] {
+            assert_eq!(metric(&text, &series), Some(want), "{series}:\n{text}");
+        }
+        let last = format!("scimgate_jwks_last_success_timestamp_seconds{{tenant=\"{t}\"}}");
+        assert!(
+            metric(&text, &last).is_some_and(|v| v > 1.0e9),
+            "{last}:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("rule=\"provisioner\"}"),
+        "a rule series without its tenant:\n{text}"
+    );
+
+    let token_a = a.token("groups", "scim");
+    for _ in 0..2 {
+        assert_eq!(gw.get("/a/Users", &token_a).await.status, 200);
+    }
+    assert_eq!(
+        gw.get("/b/Users", &b.token("groups", "scim")).await.status,
+        200
+    );
+
+    // Tenant b's key endpoint fails; a token with a kid b does not know makes b refetch.
+    b.jwks.set_mode(JwksMode::Status(503));
+    let unknown = Token::new()
+        .claim("iss", json!(b.issuer))
+        .claim("aud", json!("scimgate"))
+        .claim("groups", json!(["scim"]))
+        .sign(&SigningKey::ec("not-published"));
+    assert_eq!(gw.get("/b/Users", &unknown).await.status, 401);
+    let bad_b = r#"scimgate_jwks_fetches_total{result="bad_status",tenant="b"}"#;
+    let text = gw
+        .metrics_until(bad_b, |t| metric(t, bad_b) == Some(1.0))
+        .await;
+    for (series, want) in [
+        (
+            r#"scimgate_jwks_fetches_total{result="bad_status",tenant="a"}"#,
+            0.0,
+        ),
+        (
+            r#"scimgate_rule_matches_total{rule="provisioner",tenant="a"}"#,
+            2.0,
+        ),
+        (
+            r#"scimgate_rule_matches_total{rule="provisioner",tenant="b"}"#,
+            1.0,
+        ),
+        (r#"scimgate_jwks_keys{tenant="a"}"#, 1.0),
+        (r#"scimgate_jwks_keys{tenant="b"}"#, 1.0),
+    ] {
+        assert_eq!(metric(&text, series), Some(want), "{series}:\n{text}");
+    }
+
+    // A reload that removes tenant b removes b's series: its frozen last-success time must not
+    // keep a staleness alert firing for a tenant that no longer exists.
+    let path = gw.dir.path().join("scimgate.toml");
+    replace_file(&path, only_a.as_bytes(), 0o600);
+    let text = gw
+        .metrics_until("tenant b's series removed after the reload", |t| {
+            metric(t, r#"scimgate_config_reloads_total{result="success"}"#) == Some(1.0)
+        })
+        .await;
+    assert!(!text.contains("tenant=\"b\""), "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            r#"scimgate_rule_matches_total{rule="provisioner",tenant="a"}"#
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, r#"scimgate_jwks_keys{tenant="a"}"#),
+        Some(1.0)
+    );
+}
+
+/// `explain --path` routes like the proxy: the path picks the tenant whose issuer and rules
+/// judge the token, and a `--tenant` the path does not route to is refused (exit 2).
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_routes_by_path_like_the_proxy() {
+    let (a, b) = (Side::start("tenant-a").await, Side::start("tenant-b").await);
+    let dir = TempDir::new("tenant-explain");
+    let key = dir.write("k.key", b"SENTINEL-tenant-explain-key\n", 0o600);
+    let key = key.display().to_string();
+    let config = format!(
+        "{}{}",
+        tenant_toml(
+            "a",
+            "/a",
+            "https://a.example.com/scim",
+            &a,
+            "groups",
+            "x-api-key",
+            &key
+        ),
+        tenant_toml(
+            "b",
+            "/b",
+            "https://b.example.com/scim",
+            &b,
+            "roles",
+            "x-api-key",
+            &key
+        ),
+    );
+    let path = dir.write("scimgate.toml", config.as_bytes(), 0o600);
+    let token_b = b.token("roles", "scim");
+    let explain = |extra: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_scimgate"));
+        command
+            .args(["explain", "--json", "--config"])
+            .arg(&path)
+            .args(extra)
+            .arg(&token_b)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        async move {
+            let out = tokio::task::spawn_blocking(move || command.output().expect("explain"))
+                .await
+                .expect("explain thread");
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    // Without a path, the first tenant judges: b's token is not a's.
+    let (code, stdout, _) = explain(&[]).await;
+    assert_eq!(code, Some(1), "{stdout}");
+    let (code, stdout, stderr) = explain(&["--method", "POST", "--path", "/b/Users"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(v["request"]["tenant"], json!("b"), "{v}");
+    assert_eq!(v["request"]["path"], json!("/b/Users"), "{v}");
+    assert_eq!(v["request"]["operation"], json!("create"), "{v}");
+    let (code, _, stderr) = explain(&["--tenant", "a", "--path", "/b/Users"]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("routes"), "{stderr}");
+    let (code, _, stderr) = explain(&["--path", "/c/Users"]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(!stderr.contains("SENTINEL"), "{stderr}");
 }

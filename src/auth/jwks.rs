@@ -9,8 +9,8 @@
 mod parse;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use http::{HeaderValue, StatusCode, Uri};
@@ -19,7 +19,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 pub use super::fetch::FetchError;
 use super::fetch::{self, IdpClient};
 use crate::config::JwtConfig;
-use crate::metrics::{JwksResult, Metrics};
+use crate::metrics::{JwksMetrics, JwksResult};
 use crate::tls::TlsError;
 pub use parse::parse_jwks;
 
@@ -48,6 +48,8 @@ pub struct KeySet {
     pub generation: u64,
     /// When the keys were last confirmed by the endpoint (200 or 304).
     pub fetched_at: Instant,
+    /// The same moment in wall-clock time, for `scimgate_jwks_last_success_timestamp_seconds`.
+    confirmed: SystemTime,
     etag: Option<HeaderValue>,
     max_age: Option<Duration>,
     /// SHA-256 of the JWKS body: an identical body keeps the generation (and cached tokens).
@@ -67,18 +69,24 @@ pub struct Jwks {
     generation: AtomicU64,
     /// Single-flight gate for on-demand refetches; holds the time of the last attempt.
     refetch_gate: tokio::sync::Mutex<Option<Instant>>,
-    metrics: Arc<Metrics>,
+    metrics: JwksMetrics,
+    /// In service: its key count and last success are what the tenant's gauges show. A cache
+    /// built by a reload that may still fail fetches without touching them.
+    live: AtomicBool,
 }
 
 // === impl KeySet ===
 
 impl KeySet {
-    /// A set built directly from keys (tests, `explain`).
-    pub fn new(keys: Vec<VerifyKey>, generation: u64) -> Self {
+    /// A set built directly from keys, for the unit tests of key selection and verification
+    /// (the proxy and `explain` only use sets `Jwks` fetched).
+    #[cfg(test)]
+    pub(crate) fn new(keys: Vec<VerifyKey>, generation: u64) -> Self {
         Self {
             keys: Arc::new(keys),
             generation,
             fetched_at: Instant::now(),
+            confirmed: SystemTime::now(),
             etag: None,
             max_age: None,
             digest: [0; 32],
@@ -107,8 +115,9 @@ impl KeySet {
 // === impl Jwks ===
 
 impl Jwks {
-    /// Builds the cache for keys at `url`. Nothing is fetched until `refresh` or `run`.
-    pub fn new(config: &JwtConfig, url: Uri, metrics: Arc<Metrics>) -> Result<Self, TlsError> {
+    /// Builds the cache for keys at `url`, counting into one tenant's series. Nothing is fetched
+    /// until `refresh` or `run`, and the gauges are left alone until `go_live`.
+    pub fn new(config: &JwtConfig, url: Uri, metrics: JwksMetrics) -> Result<Self, TlsError> {
         Ok(Self {
             url,
             client: fetch::client(config.ca_file.as_deref())?,
@@ -121,6 +130,7 @@ impl Jwks {
             generation: AtomicU64::new(0),
             refetch_gate: tokio::sync::Mutex::new(None),
             metrics,
+            live: AtomicBool::new(false),
         })
     }
 
@@ -144,11 +154,27 @@ impl Jwks {
     /// Fetches (or revalidates), parses and installs the key set. On error the previous keys stay.
     pub async fn refresh(&self) -> Result<Arc<KeySet>, FetchError> {
         let result = self.fetch_key_set().await;
-        self.metrics.jwks_fetch(JwksResult::of(&result));
+        self.metrics.fetch(JwksResult::of(&result));
         let set = result?;
-        self.metrics.jwks_loaded(set.keys.len());
         self.current.store(Some(Arc::clone(&set)));
+        if self.live.load(Ordering::Acquire) {
+            self.metrics.loaded(set.keys.len(), set.confirmed);
+        }
         Ok(set)
+    }
+
+    /// Puts the cache in service: from now on the tenant's gauges show its keys.
+    pub fn go_live(&self) {
+        self.live.store(true, Ordering::Release);
+        if let Some(set) = self.current.load_full() {
+            self.metrics.loaded(set.keys.len(), set.confirmed);
+        }
+    }
+
+    /// Takes the cache out of service (a reload replaced it): a refetch by a request still
+    /// running on the old generation no longer moves the tenant's gauges.
+    pub fn retire(&self) {
+        self.live.store(false, Ordering::Release);
     }
 
     async fn fetch_key_set(&self) -> Result<Arc<KeySet>, FetchError> {
@@ -168,6 +194,7 @@ impl Jwks {
             keys: Arc::clone(&prev.keys),
             generation: prev.generation,
             fetched_at: Instant::now(),
+            confirmed: SystemTime::now(),
             etag: new_etag.clone().or_else(|| etag.clone()),
             max_age,
             digest,
@@ -197,6 +224,7 @@ impl Jwks {
                     keys: Arc::new(keys),
                     generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
                     fetched_at: Instant::now(),
+                    confirmed: SystemTime::now(),
                     etag: new_etag,
                     max_age,
                     digest,
