@@ -1151,8 +1151,9 @@ def run_container(work: Path, binary: str, python: str, procs: Procs, names: dic
            json.dumps({"User": state["Config"]["User"], "ReadonlyRootfs": host["ReadonlyRootfs"],
                        "EffectiveCaps": state.get("EffectiveCaps"), "SecurityOpt": host.get("SecurityOpt")}))
     top = podman("top", names["gate"], "user", "huser", "args").stdout.strip().splitlines()
-    report(len(top) == 2 and top[1].split()[:2] == ["65532", "65532"], "scimgate runs as uid 65532 (inside and on the host)",
-           "\n".join(top))
+    # USER is the image's passwd name for the uid (nonroot = 65532, checked above); HUSER the host's view.
+    report(len(top) == 2 and top[1].split()[:2] == ["nonroot", "65532"],
+           "scimgate runs as nonroot (uid 65532) inside, 65532 on the host", "\n".join(top))
     before = len(backend_lines(names["backend"]))
     status, headers, body = http("GET", f"{proxy}/Users", {"Authorization": f"Bearer {good}"})
     seen = backend_lines(names["backend"])[before:]
