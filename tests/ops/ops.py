@@ -862,9 +862,6 @@ def run_prometheus(work: Path, binary: str, python: str, procs: Procs, holders: 
                f"firing now: {sorted(fired)}")
     unexpected = sorted(fired - EXPECTED_FIRING)
     report(not unexpected, "no other alert fires (ScimgateJWKSStale stays quiet: every JWKS is fresh)", str(unexpected))
-    for s in holders:
-        s.close()
-    holders.clear()
 
     # Each rule evaluated against the real series: every selector in it matches series, and the
     # expression evaluates; the ones not expected to fire return nothing.
@@ -880,6 +877,11 @@ def run_prometheus(work: Path, binary: str, python: str, procs: Procs, holders: 
                f"rule {rule['alert']}: evaluates against the real series ({len(selectors(rule['expr']))} selectors, "
                f"each matches; {len(result)} result(s){', fired above' if fires else ', not firing'})",
                f"selectors without series: {empty}; error: {evaluated}")
+
+    # The connections are held until here, so that the evaluation above sees them.
+    for s in holders:
+        s.close()
+    holders.clear()
 
     # Restore the config: a successful reload.
     config.write_text(config_text)
