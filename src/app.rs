@@ -47,6 +47,8 @@ pub enum ReloadError {
     Discovery(#[from] DiscoveryError),
     #[error("the new JWKS could not be loaded: {0}")]
     Jwks(#[from] crate::auth::jwks::FetchError),
+    #[error("reading the files failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// A built gateway, ready to bind and run.
@@ -146,9 +148,9 @@ impl App {
         Arc::clone(&self.proxy.runtime().config)
     }
 
-    /// Re-reads the config (and with it every key file), validates it and swaps it in. On any
-    /// error the running config stays and the failure is counted. In-flight requests finish on
-    /// the generation they started with.
+    /// Re-reads the config (and with it every key, certificate and CA file), validates it and
+    /// swaps it in. On any error nothing changes (not the listener's certificate either) and the
+    /// failure is counted. In-flight requests finish on the generation they started with.
     pub async fn reload(&self) -> Result<(), ReloadError> {
         let mut generation = self.reloading.lock().await;
         let result = self.try_reload(*generation + 1).await;
@@ -168,15 +170,29 @@ impl App {
         result
     }
 
+    /// Builds everything new first; only when nothing is left that can fail does it install the
+    /// certificate and the runtime. File reads run on the blocking pool, so a Secret mount that
+    /// hangs holds one blocking thread, never a thread that serves requests.
     async fn try_reload(&self, generation: u64) -> Result<(), ReloadError> {
-        let config = Config::load(self.source.as_deref())?;
+        let source = self.source.clone();
+        let serves_tls = self.cert.is_some();
+        let (config, key_pair) = tokio::task::spawn_blocking(move || {
+            let config = Config::load(source.as_deref())?;
+            let key_pair = match (&config.server.tls, serves_tls) {
+                (Some(files), true) => Some(ServerCert::read(&files.cert, &files.key)?),
+                _ => None,
+            };
+            Ok::<_, ReloadError>((config, key_pair))
+        })
+        .await??;
         let current = self.proxy.runtime();
         warn_about_restart_only_changes(&current.config, &config);
-        if let (Some(cert), Some(files)) = (&self.cert, &config.server.tls) {
-            cert.reload(&files.cert, &files.key)?;
-        }
         let jwks_urls = jwks_urls(&config).await?;
-        let runtime = Runtime::build(config, jwks_urls, Some(&current), &self.metrics, generation)?;
+        let (previous, metrics) = (Arc::clone(&current), Arc::clone(&self.metrics));
+        let runtime = tokio::task::spawn_blocking(move || {
+            Runtime::build(config, jwks_urls, Some(&previous), &metrics, generation)
+        })
+        .await??;
         for tenant in &runtime.tenants {
             if !current
                 .tenants
@@ -186,6 +202,10 @@ impl App {
                 // A new key source must work before it replaces the old one.
                 tenant.jwks.refresh().await?;
             }
+        }
+        // Nothing below can fail.
+        if let (Some(cert), Some(pair)) = (&self.cert, key_pair) {
+            cert.install(pair);
         }
         self.proxy.swap(runtime);
         self.ensure_refresher();

@@ -28,17 +28,26 @@ pub enum Command {
         #[arg(long)]
         strict: bool,
     },
-    /// Show the decision trace for one token: every check, the rule, the service account.
-    /// Exit 0 when the token would be allowed, 1 otherwise.
+    /// Show the decision trace for one token and one request: every check, the rule, the
+    /// service account. Exit 0 when the request would be allowed, 1 when denied, 2 when the
+    /// question cannot be answered.
     Explain {
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// Print the trace as JSON.
         #[arg(long)]
         json: bool,
-        /// The tenant whose issuer and rules apply (default: the first).
+        /// The tenant whose issuer and rules apply (default: the one --path routes to, or the
+        /// first).
         #[arg(long)]
         tenant: Option<String>,
+        /// The request's method (any case).
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// The request's path as sent to scimgate, tenant prefix included (default: /Users
+        /// under the tenant's prefix).
+        #[arg(long)]
+        path: Option<String>,
         /// The token, or "-" (or nothing) to read it from standard input.
         token: Option<String>,
     },

@@ -1,12 +1,13 @@
-//! `scimgate explain`: the decision trace for one token, step by step, through the same functions
-//! the proxy calls (bearer extraction, header policy, key selection, signature and claim checks,
-//! rules). It fetches the JWKS once; it never prints the token or an API key.
+//! `scimgate explain`: the decision trace for one token and one request, step by step, through
+//! the same functions the proxy calls (routing, bearer extraction, header policy, key selection,
+//! signature and claim checks, request classification, rules). It fetches the JWKS once; it
+//! never prints the token or an API key.
 
 use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue, Method};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -15,12 +16,38 @@ use crate::auth::verify::{ClaimChecks, inspect_header, now};
 use crate::auth::{AuthError, bearer, policy};
 use crate::config::{Config, Rule, Tenant};
 use crate::metrics::Metrics;
+use crate::scim::{self, Classified, Operation};
+
+/// The request to judge the token for: what a client would send to scimgate.
+#[derive(Debug, Clone, Copy)]
+pub struct Question<'a> {
+    /// The tenant whose issuer and rules apply; `None`: the one the path routes to (with no
+    /// path, the first).
+    pub tenant: Option<&'a str>,
+    /// Any case; `GET` by default.
+    pub method: &'a str,
+    /// The path as sent to scimgate, tenant prefix included (a query is ignored); `None`:
+    /// `/Users` under the tenant's prefix.
+    pub path: Option<&'a str>,
+}
+
+/// The request that was judged.
+#[derive(Debug, Serialize)]
+pub struct Judged {
+    pub method: String,
+    pub path: String,
+    pub tenant: String,
+    /// The SCIM operation and resource type the rules are asked about.
+    pub operation: &'static str,
+    pub resource: &'static str,
+}
 
 /// The whole trace, printed as a table or as JSON.
 #[derive(Debug, Serialize)]
 pub struct Explanation {
     pub token_sha256: String,
     pub token_bytes: usize,
+    pub request: Judged,
     /// The payload as sent, before verification: shown to help diagnosis, trusted for nothing.
     pub unverified_claims: Option<Map<String, Value>>,
     pub steps: Vec<Step>,
@@ -38,35 +65,103 @@ pub struct Step {
     pub detail: String,
 }
 
-/// Explains `token` against the config at `path`. `Err` only for problems with the config or
-/// the runtime; a denied token is an `Ok` explanation with `allowed == false`.
+/// Explains `token` for the request `question` against the config at `path`. `Err` for problems
+/// with the config or the runtime, and for a request scimgate refuses before it looks at a token
+/// (no tenant owns the path, an ambiguous path, CONNECT or TRACE); a denied token is an `Ok`
+/// explanation with `allowed == false`.
 pub async fn explain(
     path: Option<&Path>,
-    tenant: Option<&str>,
+    question: Question<'_>,
     token: &str,
 ) -> anyhow::Result<Explanation> {
     let config = Config::load(path)?;
-    let names: Vec<&str> = config.tenants.iter().map(|t| t.name.as_str()).collect();
-    let tenant = match tenant {
-        None => config.tenants.first(),
-        Some(name) => config.tenants.iter().find(|t| t.name == name),
-    }
-    .ok_or_else(|| anyhow::anyhow!("no such tenant (known: {})", names.join(", ")))?;
+    let (tenant, judged, request) = route(&config, question)?;
     let metrics = std::sync::Arc::new(Metrics::new()?);
     let url = crate::auth::discovery::jwks_url(&tenant.jwt).await?;
     let jwks = Jwks::new(&tenant.jwt, url, metrics.jwks(&tenant.name))?;
-    let mut x = Explanation::new(token);
+    let mut x = Explanation::new(token, judged);
     // A JWKS that cannot be fetched is not a verdict on the token: exit 2, not "deny".
     let keys = jwks
         .refresh()
         .await
         .map_err(|e| anyhow::anyhow!("cannot load the JWKS from {}: {e}", jwks.url()))?;
-    let _ = trace(tenant, &jwks, &keys, token, &mut x);
+    let _ = trace(tenant, &request, &jwks, &keys, token, &mut x);
     Ok(x)
+}
+
+/// The tenant and the classified request, as the proxy would find them: the first tenant whose
+/// prefix owns the path, the path's remainder classified after the same ambiguity check.
+fn route<'c>(
+    config: &'c Config,
+    question: Question<'_>,
+) -> anyhow::Result<(&'c Tenant, Judged, Classified)> {
+    let method = Method::from_bytes(question.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| anyhow::anyhow!("--method {:?} is not an HTTP method", question.method))?;
+    if method == Method::CONNECT || method == Method::TRACE {
+        anyhow::bail!("scimgate answers {method} with 405 before it looks at a token");
+    }
+    let names = || {
+        let names: Vec<&str> = config.tenants.iter().map(|t| t.name.as_str()).collect();
+        names.join(", ")
+    };
+    let named = match question.tenant {
+        None => None,
+        Some(name) => Some(
+            config
+                .tenants
+                .iter()
+                .find(|t| t.name == name)
+                .ok_or_else(|| anyhow::anyhow!("no such tenant (known: {})", names()))?,
+        ),
+    };
+    let (tenant, path, rest) = match question.path {
+        None => {
+            let tenant = named
+                .or(config.tenants.first())
+                .ok_or_else(|| anyhow::anyhow!("the config has no tenant"))?;
+            let prefix = tenant.prefix.to_string();
+            let path = format!("{}/Users", prefix.trim_end_matches('/'));
+            (tenant, path, "/Users")
+        }
+        Some(full) => {
+            let path = full.split_once('?').map_or(full, |(path, _)| path);
+            let (tenant, matched) = config
+                .tenants
+                .iter()
+                .find_map(|t| Some((t, t.prefix.matches(path)?)))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("no tenant's path_prefix owns {path:?}: scimgate answers 404")
+                })?;
+            if let Some(named) = named.filter(|n| n.name != tenant.name) {
+                anyhow::bail!(
+                    "scimgate routes {path:?} to tenant {:?}, not {:?} (prefix {})",
+                    tenant.name,
+                    named.name,
+                    named.prefix
+                );
+            }
+            if scim::is_ambiguous(matched.rest) {
+                anyhow::bail!(
+                    "scimgate refuses {path:?} with 400 before it looks at a token: empty, dot or encoded-slash segments, parameters or broken percent-encoding"
+                );
+            }
+            (tenant, path.to_owned(), matched.rest)
+        }
+    };
+    let request = scim::classify(&method, rest);
+    let judged = Judged {
+        method: method.to_string(),
+        path,
+        tenant: tenant.name.clone(),
+        operation: request.operation.as_str(),
+        resource: request.resource.as_str(),
+    };
+    Ok((tenant, judged, request))
 }
 
 fn trace(
     config: &Tenant,
+    request: &Classified,
     jwks: &Jwks,
     keys: &KeySet,
     token: &str,
@@ -120,32 +215,48 @@ fn trace(
         .map_err(|e| x.fail("signature and claims", &e.to_string()))?;
     x.pass("signature and claims", describe_claim_checks(config));
 
-    decide(config, &claims, x)
+    decide(config, request, &claims, x)
 }
 
-fn decide(config: &Tenant, claims: &Map<String, Value>, x: &mut Explanation) -> Result<(), ()> {
+fn decide(
+    config: &Tenant,
+    request: &Classified,
+    claims: &Map<String, Value>,
+    x: &mut Explanation,
+) -> Result<(), ()> {
+    let asked = format!(
+        "{} {}",
+        request.operation.as_str(),
+        request.resource.as_str()
+    );
     for rule in &config.rules {
         let seen = policy::claim_value(claims, rule).map_or("absent".to_owned(), Value::to_string);
-        let detail = format!(
+        let mut detail = format!(
             "{} {} {:?} (token has {seen})",
             rule.claim,
             operator(rule),
             rule.value
         );
         let matched = policy::rule_matches(rule, claims);
+        let permits = rule.permissions.allows(request);
+        if matched && !permits {
+            detail.push_str(&format!("; does not allow {asked}"));
+        }
         x.steps.push(Step {
             check: format!("rule {}", rule.name),
-            result: if matched { "match" } else { "no match" },
+            result: match (matched, permits) {
+                (false, _) => "no match",
+                (true, false) => "not for this request",
+                (true, true) => "match",
+            },
             detail,
         });
-        if matched {
+        if matched && permits {
             break;
         }
     }
-    // The decision comes from the proxy's own function, not from the loop above. explain has no
-    // request, so it asks about a plain read of /Users.
-    let read_users = crate::scim::classify(&http::Method::GET, "/Users");
-    let rule = policy::authorize(&config.rules, claims, &read_users, &[])
+    // The decision comes from the proxy's own function, not from the loop above.
+    let rule = policy::authorize(&config.rules, claims, request, &[])
         .map_err(|e| x.fail("decision", &reason(e)))?;
     let account = &rule.account;
     let scheme = account
@@ -185,7 +296,7 @@ fn reason(e: AuthError) -> String {
 }
 
 impl Explanation {
-    fn new(token: &str) -> Self {
+    fn new(token: &str, request: Judged) -> Self {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
         let unverified_claims = token
             .split('.')
@@ -198,6 +309,7 @@ impl Explanation {
                 .map(|b| format!("{b:02x}"))
                 .collect(),
             token_bytes: token.len(),
+            request,
             unverified_claims,
             steps: Vec::new(),
             allowed: false,
@@ -228,6 +340,20 @@ impl Explanation {
             "token    sha256 {}…, {} bytes\n",
             self.token_sha256, self.token_bytes
         );
+        let r = &self.request;
+        out.push_str(&format!(
+            "request  {} {}: {} {}, tenant {:?}{}\n",
+            r.method,
+            r.path,
+            r.operation,
+            r.resource,
+            r.tenant,
+            if r.operation == Operation::Bulk.as_str() {
+                " (the operations inside a /Bulk body are not judged here)"
+            } else {
+                ""
+            }
+        ));
         if let Some(claims) = &self.unverified_claims {
             out.push_str("claims   (as sent; trusted only if the signature check passes)\n");
             for (k, v) in claims {

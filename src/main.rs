@@ -26,8 +26,17 @@ fn main() -> ExitCode {
             config,
             json,
             tenant,
+            method,
+            path,
             token,
-        } => return explain(config.as_deref(), json, tenant.as_deref(), token),
+        } => {
+            let question = scimgate::explain::Question {
+                tenant: tenant.as_deref(),
+                method: &method,
+                path: path.as_deref(),
+            };
+            return explain(config.as_deref(), json, question, token);
+        }
         Command::Demo => runtime().and_then(|rt| rt.block_on(scimgate::demo::run())),
     };
     match result {
@@ -88,7 +97,7 @@ fn check(path: Option<&std::path::Path>, strict: bool) -> ExitCode {
 fn explain(
     path: Option<&std::path::Path>,
     json: bool,
-    tenant: Option<&str>,
+    question: scimgate::explain::Question<'_>,
     token: Option<String>,
 ) -> ExitCode {
     let token = match token.filter(|t| t != "-") {
@@ -103,7 +112,7 @@ fn explain(
         }
     };
     let result =
-        runtime().and_then(|rt| rt.block_on(scimgate::explain::explain(path, tenant, &token)));
+        runtime().and_then(|rt| rt.block_on(scimgate::explain::explain(path, question, &token)));
     match result {
         Ok(x) => {
             if json {

@@ -3,6 +3,7 @@
 //! A request loads the current `Runtime` once and uses it to the end, so it never sees half of
 //! an old config and half of a new one (threats T43).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use http::Uri;
@@ -36,6 +37,10 @@ pub struct TenantRuntime {
     pub upstream: Arc<Upstream>,
     /// `scimgate_rule_matches_total` for each of the tenant's rules, parallel to `rules`.
     rule_matches: Vec<IntCounter>,
+    /// The bytes of `jwt.ca_file` and `upstream.ca_file` when this generation read them: a
+    /// client is reused only while its CA file still holds them.
+    jwt_ca: Option<Vec<u8>>,
+    upstream_ca: Option<Vec<u8>>,
 }
 
 /// A request routed to its tenant.
@@ -48,7 +53,8 @@ pub struct Route<'r, 'p> {
 impl Runtime {
     /// Builds a generation. `jwks_urls` are the resolved key locations, one per tenant. A
     /// tenant's JWKS cache and upstream client are reused from the previous generation (same
-    /// tenant name, unchanged settings), so keys stay loaded and pooled connections stay warm.
+    /// tenant name, unchanged settings and CA file contents), so keys stay loaded and pooled
+    /// connections stay warm. Reads the CA files: blocking.
     pub fn build(
         config: Config,
         jwks_urls: Vec<Uri>,
@@ -59,14 +65,22 @@ impl Runtime {
         let mut tenants = Vec::with_capacity(config.tenants.len());
         for (tenant, url) in config.tenants.iter().zip(jwks_urls) {
             let prev = previous.and_then(|p| p.find(&tenant.name));
+            let jwt_ca = read_ca(tenant.jwt.ca_file.as_deref());
+            let upstream_ca = read_ca(tenant.upstream.ca_file.as_deref());
             let jwks = match prev {
-                Some((t, rt)) if rt.jwks.url() == &url && same_key_source(&t.jwt, &tenant.jwt) => {
+                Some((t, rt))
+                    if rt.jwks.url() == &url
+                        && same_key_source(&t.jwt, &tenant.jwt)
+                        && rt.jwt_ca == jwt_ca =>
+                {
                     Arc::clone(&rt.jwks)
                 }
                 _ => Arc::new(Jwks::new(&tenant.jwt, url, metrics.jwks(&tenant.name))?),
             };
             let upstream = match prev {
-                Some((t, rt)) if t.upstream == tenant.upstream => Arc::clone(&rt.upstream),
+                Some((t, rt)) if t.upstream == tenant.upstream && rt.upstream_ca == upstream_ca => {
+                    Arc::clone(&rt.upstream)
+                }
                 _ => Arc::new(Upstream::new(&tenant.upstream)?),
             };
             let verifier = Verifier::new(&tenant.jwt, Arc::clone(&jwks), Arc::clone(metrics));
@@ -80,6 +94,8 @@ impl Runtime {
                 verifier,
                 upstream,
                 rule_matches,
+                jwt_ca,
+                upstream_ca,
             });
         }
         let accounts = config
@@ -134,6 +150,12 @@ impl TenantRuntime {
             counter.inc();
         }
     }
+}
+
+/// A CA file's bytes (`None` when there is none, or it cannot be read: then building the client
+/// fails and says why).
+fn read_ca(path: Option<&Path>) -> Option<Vec<u8>> {
+    path.and_then(|p| std::fs::read(p).ok())
 }
 
 /// The JWKS cache depends only on where keys come from and which algorithms may use them.

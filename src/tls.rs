@@ -49,10 +49,15 @@ impl ServerCert {
         }))
     }
 
-    /// Re-reads the files; on error the current certificate stays.
-    pub fn reload(&self, cert: &Path, key: &Path) -> Result<(), TlsError> {
-        self.current.store(Arc::new(certified_key(cert, key)?));
-        Ok(())
+    /// Reads and checks a new pair without using it (a reload reads it first and installs it
+    /// only once nothing else can fail). Blocking file reads.
+    pub fn read(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+        certified_key(cert, key)
+    }
+
+    /// Serves `pair` from the next handshake on.
+    pub fn install(&self, pair: CertifiedKey) {
+        self.current.store(Arc::new(pair));
     }
 
     /// Server config for the proxy listener, offering HTTP/2 and HTTP/1.1 by ALPN.

@@ -89,7 +89,7 @@ async fn rotated_key_is_picked_up_with_exactly_one_fetch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_with_a_new_kid_share_one_fetch() {
     let (jwks, upstream, cfg) = rsa_only().await;
-    let gw = Gateway::start(cfg.set("jwt", "refetch_cooldown", "\"500ms\"")).await;
+    let gw = Gateway::start(cfg.set("jwt", "refetch_cooldown", "\"1s\"")).await;
     let loaded = jwks.hits();
 
     let rotated = SigningKey::rsa("rotated-2");

@@ -958,6 +958,110 @@ async fn explain_allows_denies_and_never_prints_the_token_or_key() {
     );
 }
 
+/// explain judges the request it is told about (default `GET /Users`, as before) and says which:
+/// a token whose only rule allows creating users is denied for the default read and allowed for
+/// `--method POST --path /Users`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_judges_the_method_and_path_it_is_given() {
+    let (_jwks, _upstream, cfg) = fixture().await;
+    let dir = TempDir::new("explain-request");
+    let (path, sentinel) = explain_config(&cfg, &dir);
+    let text = std::fs::read_to_string(&path).expect("config");
+    let create_only = text.replacen(
+        "service_account = \"provisioner\"\n",
+        "service_account = \"provisioner\"\nallow = [\"create\"]\nresource_types = [\"Users\"]\n",
+        1,
+    );
+    assert_ne!(create_only, text);
+    std::fs::write(&path, create_only).expect("write config");
+    let token = Token::new().sign(ec_key());
+    let run = |extra: &[&str]| {
+        let mut args = vec!["explain".to_owned(), "--config".to_owned(), path.clone()];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args.push(token.clone());
+        run_binary(args, Vec::new(), None)
+    };
+    let request_line = |out: &Output| -> String {
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with("request"))
+            .unwrap_or_else(|| panic!("no request line:\n{}{}", out.stdout, out.stderr))
+            .to_owned()
+    };
+
+    let default = run(&[]).await;
+    assert_eq!(
+        default.code,
+        Some(1),
+        "{}{}",
+        default.stdout,
+        default.stderr
+    );
+    let line = request_line(&default);
+    assert!(
+        line.contains("GET /Users") && line.contains("read Users"),
+        "{line}"
+    );
+    assert!(
+        default
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("decision") && l.contains("FAIL")),
+        "{}",
+        default.stdout
+    );
+
+    let create = run(&["--method", "POST", "--path", "/Users"]).await;
+    assert_eq!(create.code, Some(0), "{}{}", create.stdout, create.stderr);
+    let line = request_line(&create);
+    assert!(
+        line.contains("POST /Users") && line.contains("create Users"),
+        "{line}"
+    );
+    assert!(
+        create.stdout.contains("DECISION  allow"),
+        "{}",
+        create.stdout
+    );
+    assert_no_secrets(&create, &[&token, &sentinel]);
+
+    let json = run(&["--json", "--method", "post", "--path", "/Users"]).await;
+    assert_eq!(json.code, Some(0), "{}{}", json.stdout, json.stderr);
+    let v: Value = serde_json::from_str(&json.stdout).expect("--json output");
+    assert_eq!(v["request"]["method"], json!("POST"), "{v}");
+    assert_eq!(v["request"]["path"], json!("/Users"), "{v}");
+    assert_eq!(v["request"]["operation"], json!("create"), "{v}");
+    assert_eq!(v["request"]["tenant"], json!("default"), "{v}");
+
+    // Other operations stay denied: the create-only rule is not a blanket allow.
+    for (method, target) in [
+        ("DELETE", "/Users/42"),
+        ("POST", "/Groups"),
+        ("PUT", "/Users/42"),
+    ] {
+        let out = run(&["--method", method, "--path", target]).await;
+        assert_eq!(
+            out.code,
+            Some(1),
+            "{method} {target}: {}{}",
+            out.stdout,
+            out.stderr
+        );
+        assert!(request_line(&out).contains(&format!("{method} {target}")));
+    }
+    // A path scimgate refuses before authorization, or a method it never forwards, is no
+    // question explain can answer: exit 2, like an unusable config.
+    for extra in [
+        &["--path", "Users"][..],
+        &["--path", "/Users/../Groups"][..],
+        &["--method", "TRACE"][..],
+        &["--method", "NOT A METHOD"][..],
+    ] {
+        let out = run(extra).await;
+        assert_eq!(out.code, Some(2), "{extra:?}: {}{}", out.stdout, out.stderr);
+    }
+}
+
 // === 5. OIDC discovery ===
 
 /// A discovery server at `http://127.0.0.1:<port>`: the OIDC document (when `oidc`), else only

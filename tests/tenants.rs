@@ -397,3 +397,71 @@ async fn metrics_carry_the_tenant() {
         Some(1.0)
     );
 }
+
+/// `explain --path` routes like the proxy: the path picks the tenant whose issuer and rules
+/// judge the token, and a `--tenant` the path does not route to is refused (exit 2).
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_routes_by_path_like_the_proxy() {
+    let (a, b) = (Side::start("tenant-a").await, Side::start("tenant-b").await);
+    let dir = TempDir::new("tenant-explain");
+    let key = dir.write("k.key", b"SENTINEL-tenant-explain-key\n", 0o600);
+    let key = key.display().to_string();
+    let config = format!(
+        "{}{}",
+        tenant_toml(
+            "a",
+            "/a",
+            "https://a.example.com/scim",
+            &a,
+            "groups",
+            "x-api-key",
+            &key
+        ),
+        tenant_toml(
+            "b",
+            "/b",
+            "https://b.example.com/scim",
+            &b,
+            "roles",
+            "x-api-key",
+            &key
+        ),
+    );
+    let path = dir.write("scimgate.toml", config.as_bytes(), 0o600);
+    let token_b = b.token("roles", "scim");
+    let explain = |extra: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_scimgate"));
+        command
+            .args(["explain", "--json", "--config"])
+            .arg(&path)
+            .args(extra)
+            .arg(&token_b)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        async move {
+            let out = tokio::task::spawn_blocking(move || command.output().expect("explain"))
+                .await
+                .expect("explain thread");
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    // Without a path, the first tenant judges: b's token is not a's.
+    let (code, stdout, _) = explain(&[]).await;
+    assert_eq!(code, Some(1), "{stdout}");
+    let (code, stdout, stderr) = explain(&["--method", "POST", "--path", "/b/Users"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(v["request"]["tenant"], json!("b"), "{v}");
+    assert_eq!(v["request"]["path"], json!("/b/Users"), "{v}");
+    assert_eq!(v["request"]["operation"], json!("create"), "{v}");
+    let (code, _, stderr) = explain(&["--tenant", "a", "--path", "/b/Users"]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("routes"), "{stderr}");
+    let (code, _, stderr) = explain(&["--path", "/c/Users"]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(!stderr.contains("SENTINEL"), "{stderr}");
+}

@@ -33,7 +33,11 @@ pub async fn jwks_url(config: &JwtConfig) -> Result<Uri, DiscoveryError> {
         issuer: issuer.to_owned(),
         reason,
     };
-    let client = fetch::client(config.ca_file.as_deref())?;
+    // Building the client reads `ca_file`: off the runtime, which may be serving requests.
+    let ca_file = config.ca_file.clone();
+    let client = tokio::task::spawn_blocking(move || fetch::client(ca_file.as_deref()))
+        .await
+        .map_err(|e| fail(format!("building the client failed: {e}")))??;
     let mut reasons = Vec::new();
     for url in document_urls(issuer) {
         let Ok(uri) = url.parse::<Uri>() else {

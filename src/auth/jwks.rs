@@ -78,8 +78,10 @@ pub struct Jwks {
 // === impl KeySet ===
 
 impl KeySet {
-    /// A set built directly from keys (tests, `explain`).
-    pub fn new(keys: Vec<VerifyKey>, generation: u64) -> Self {
+    /// A set built directly from keys, for the unit tests of key selection and verification
+    /// (the proxy and `explain` only use sets `Jwks` fetched).
+    #[cfg(test)]
+    pub(crate) fn new(keys: Vec<VerifyKey>, generation: u64) -> Self {
         Self {
             keys: Arc::new(keys),
             generation,

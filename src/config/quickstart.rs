@@ -5,19 +5,6 @@
 //! turned into the equivalent TOML, which then goes through the normal loader (so every check and
 //! every `SCIMGATE_<SECTION>__<KEY>` override still applies); `scimgate check` prints that TOML.
 
-/// Quick-start variable names, without the `SCIMGATE_` prefix.
-pub const VARIABLES: &[&str] = &[
-    "UPSTREAM_URL",
-    "JWKS_URL",
-    "KEY_FIELD",
-    "VALUE_FIELD",
-    "API_KEY_FILE",
-    "API_KEY",
-    "API_KEY_HEADER",
-    "ISSUER",
-    "AUDIENCE",
-];
-
 /// The TOML equivalent of the quick-start variables, or `None` when `SCIMGATE_UPSTREAM_URL` is
 /// unset. `lookup` reads a variable (the process environment, or a map in tests).
 pub fn toml(lookup: impl Fn(&str) -> Option<String>) -> Option<String> {

@@ -23,10 +23,14 @@ pub enum SecretError {
     Unreadable { path: PathBuf, reason: String },
     #[error("key file {0} is empty")]
     EmptyFile(PathBuf),
+    #[error("key file {0} holds only whitespace")]
+    BlankFile(PathBuf),
     #[error("environment variable {0} is not set")]
     MissingEnv(String),
     #[error("environment variable {0} is empty")]
     EmptyEnv(String),
+    #[error("environment variable {0} holds only whitespace")]
+    BlankEnv(String),
 }
 
 // === impl Secret ===
@@ -43,13 +47,18 @@ impl Secret {
     }
 
     /// Loads the secret from its source. One trailing newline (`\n` or `\r\n`) is trimmed because
-    /// `echo key > file` and Kubernetes Secrets created from files commonly carry one.
+    /// `echo key > file` and Kubernetes Secrets created from files commonly carry one. What is
+    /// left must not be empty or only whitespace: such a key would be sent as an empty
+    /// credential, and the screens that look for the key in upstream responses would match
+    /// everything or nothing.
     pub fn load(source: &SecretSource) -> Result<Self, SecretError> {
         match source {
             SecretSource::File(path) => Self::from_file(path),
             SecretSource::Env(name) => match std::env::var(name) {
-                Ok(value) if value.is_empty() => Err(SecretError::EmptyEnv(name.clone())),
-                Ok(value) => Ok(Self(trim_newline(value))),
+                Ok(value) => usable(value).map_err(|blank| match blank {
+                    Blank::Empty => SecretError::EmptyEnv(name.clone()),
+                    Blank::Whitespace => SecretError::BlankEnv(name.clone()),
+                }),
                 Err(_) => Err(SecretError::MissingEnv(name.clone())),
             },
         }
@@ -60,11 +69,10 @@ impl Secret {
             path: path.to_path_buf(),
             reason: io_reason(&e),
         })?;
-        let value = trim_newline(text);
-        if value.is_empty() {
-            return Err(SecretError::EmptyFile(path.to_path_buf()));
-        }
-        Ok(Self(value))
+        usable(text).map_err(|blank| match blank {
+            Blank::Empty => SecretError::EmptyFile(path.to_path_buf()),
+            Blank::Whitespace => SecretError::BlankFile(path.to_path_buf()),
+        })
     }
 }
 
@@ -88,6 +96,25 @@ impl fmt::Display for SecretSource {
             Self::File(path) => write!(f, "file {}", path.display()),
             Self::Env(name) => write!(f, "env {name}"),
         }
+    }
+}
+
+/// Why a loaded value is no key.
+#[derive(Debug, PartialEq, Eq)]
+enum Blank {
+    Empty,
+    Whitespace,
+}
+
+/// The key with one trailing newline trimmed; an error when nothing, or only whitespace, is left.
+fn usable(value: String) -> Result<Secret, Blank> {
+    let value = trim_newline(value);
+    if value.is_empty() {
+        Err(Blank::Empty)
+    } else if value.trim().is_empty() {
+        Err(Blank::Whitespace)
+    } else {
+        Ok(Secret(value))
     }
 }
 
@@ -133,11 +160,53 @@ mod tests {
         std::fs::write(&key, "abc\r\n").unwrap();
         let source = SecretSource::File(key.clone());
         assert_eq!(Secret::load(&source).unwrap().expose(), "abc");
-        std::fs::write(&key, "\n").unwrap();
-        assert_eq!(Secret::load(&source), Err(SecretError::EmptyFile(key)));
+        for blank in ["\n", "\r\n", ""] {
+            std::fs::write(&key, blank).unwrap();
+            assert_eq!(
+                Secret::load(&source),
+                Err(SecretError::EmptyFile(key.clone())),
+                "{blank:?}"
+            );
+        }
+        for blank in [" \n", "\t", "\n\n"] {
+            std::fs::write(&key, blank).unwrap();
+            assert_eq!(
+                Secret::load(&source),
+                Err(SecretError::BlankFile(key.clone())),
+                "{blank:?}"
+            );
+        }
         let missing = SecretSource::File(dir.join("missing"));
         let err = Secret::load(&missing).unwrap_err().to_string();
         assert!(err.contains("no such file"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// What both sources share: the empty check runs after the newline is trimmed, so a
+    /// variable or file holding only a newline (or only whitespace) is no key.
+    #[test]
+    fn blank_values_are_no_key() {
+        for empty in ["", "\n", "\r\n"] {
+            assert_eq!(
+                usable(empty.to_owned()).err(),
+                Some(Blank::Empty),
+                "{empty:?}"
+            );
+        }
+        for blank in [" ", "\t\n", "\n\n", " \r\n"] {
+            assert_eq!(
+                usable(blank.to_owned()).err(),
+                Some(Blank::Whitespace),
+                "{blank:?}"
+            );
+        }
+        assert_eq!(
+            usable("key\n".to_owned()).map(|s| s.0),
+            Ok("key".to_owned())
+        );
+        assert_eq!(
+            usable("k e y".to_owned()).map(|s| s.0),
+            Ok("k e y".to_owned())
+        );
     }
 }

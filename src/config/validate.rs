@@ -30,6 +30,12 @@ pub(super) const ACCOUNT: &str = "{account}";
 /// RFC 7519 §4.1.4 allows "a few minutes" of leeway; more than this hides clock problems.
 const MAX_LEEWAY: Duration = Duration::from_secs(300);
 
+/// The least `jwt.refetch_cooldown`. Unknown `kid`s are the caller's choice, so the cooldown is
+/// what bounds the JWKS fetches a stranger can cause (threats T38): with this floor, one a
+/// second per tenant and replica. Zero would leave them unbounded, and an identity provider
+/// that rate-limits the gateway then refuses its scheduled refreshes too.
+const MIN_REFETCH_COOLDOWN: Duration = Duration::from_secs(1);
+
 /// Collects problems while checking sections.
 pub(super) struct Checker {
     pub(super) problems: Vec<Problem>,
@@ -119,6 +125,8 @@ pub(super) fn validate(raw: RawConfig, secrets: Secrets) -> Result<Config, Confi
             .collect()
     } else {
         tenant::reject_top_level(&mut c, &raw);
+        // Each validated tenant with its index in the file: a tenant with problems is left out,
+        // and the lint must still name the others as the file numbers them.
         let mut out = Vec::new();
         for (i, t) in raw.tenants.iter().enumerate() {
             c.prefix = format!("tenants[{i}].");
@@ -130,11 +138,11 @@ pub(super) fn validate(raw: RawConfig, secrets: Secrets) -> Result<Config, Confi
                 rules: &t.rules,
                 accounts: &t.service_accounts,
             };
-            out.extend(tenant(&mut c, name, prefix, &sections));
+            out.extend(tenant(&mut c, name, prefix, &sections).map(|t| (i, t)));
         }
         c.prefix.clear();
         tenant::lint(&mut c, &out);
-        out
+        out.into_iter().map(|(_, t)| t).collect()
     };
     if c.problems.is_empty() {
         Ok(Config {
@@ -372,6 +380,17 @@ fn jwt(c: &mut Checker, raw: &RawJwt) -> Option<JwtConfig> {
     let algorithms = algorithms(c, &raw.algorithms);
     let max_lifetime = c.positive_duration("jwt.max_lifetime", &raw.max_lifetime);
     let refetch_cooldown = c.duration("jwt.refetch_cooldown", &raw.refetch_cooldown);
+    if refetch_cooldown < MIN_REFETCH_COOLDOWN
+        && humantime::parse_duration(&raw.refetch_cooldown).is_ok()
+    {
+        c.problem(
+            "jwt.refetch_cooldown",
+            format!(
+                "{:?} is below the 1s minimum: it bounds the JWKS fetches that unknown kids cause",
+                raw.refetch_cooldown
+            ),
+        );
+    }
     let ca_file = c.existing_file("jwt.ca_file", raw.ca_file.as_ref());
     let min_refresh_interval =
         c.positive_duration("jwt.min_refresh_interval", &raw.min_refresh_interval);

@@ -73,23 +73,25 @@ pub(super) fn path_prefix(c: &mut Checker, raw: Option<&str>) -> PathPrefix {
 
 /// Tenant names must be unique; a prefix that an earlier tenant's prefix already covers can
 /// receive only some of its paths (the first matching prefix wins), which is worth a warning.
-pub(super) fn lint(c: &mut Checker, tenants: &[Tenant]) {
-    for (j, later) in tenants.iter().enumerate() {
-        if tenants[..j].iter().any(|t| t.name == later.name) {
+/// `tenants` are the validated tenants, each with its index in the file (a tenant with problems
+/// of its own is not among them), and messages name that index.
+pub(super) fn lint(c: &mut Checker, tenants: &[(usize, Tenant)]) {
+    for (j, (at, later)) in tenants.iter().enumerate() {
+        let earlier = &tenants[..j];
+        if earlier.iter().any(|(_, t)| t.name == later.name) {
             c.problem(
-                format!("tenants[{j}].name"),
+                format!("tenants[{at}].name"),
                 format!("duplicate tenant name {:?}", later.name),
             );
         }
         let probe = later.prefix.to_string().replace(ACCOUNT, "probe-account");
-        if let Some((i, earlier)) = tenants[..j]
+        if let Some((i, first)) = earlier
             .iter()
-            .enumerate()
             .find(|(_, t)| t.prefix.matches(&probe).is_some())
         {
             c.warn(format!(
-                "tenants[{j}] ({}) overlaps tenants[{i}] ({}): requests under {} go to tenants[{i}] first",
-                later.prefix, earlier.prefix, earlier.prefix
+                "tenants[{at}] ({}) overlaps tenants[{i}] ({}): requests under {} go to tenants[{i}] first",
+                later.prefix, first.prefix, first.prefix
             ));
         }
     }
