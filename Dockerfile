@@ -7,6 +7,11 @@
 # (/etc/ssl/certs/ca-certificates.crt); scimgate also embeds webpki-roots, so https to the IdP and
 # the upstream works either way. No shell, no package manager, uid/gid 65532.
 # For reproducible builds pin both base images by digest (FROM image:tag@sha256:...) in your mirror.
+#
+# The runtime stage below is a contract CI checks for real: tests/ops/run.sh builds the same stage
+# on `scratch` (plus the glibc libraries, CA bundle and passwd entry distroless provides, since no
+# base image can be pulled there) from the release binary, compares the image's USER, EXPOSE,
+# STOPSIGNAL, ENTRYPOINT and CMD with this file, and runs it with podman read-only as 65532.
 
 FROM docker.io/library/rust:1.95.0-bookworm AS build
 WORKDIR /src

@@ -6,7 +6,8 @@ Phases, each printing one PASS/FAIL line per check and exiting non-zero on any f
   render    render every scenario to WORK/rendered/<scenario>.yaml
   validate  kubernetes-validate --strict against k8s 1.29 and the newest bundled schema version
   assert    structural checks on the rendered manifests (native sidecar, probes, securityContext,
-            Service/ServiceMonitor ports, no ConfigMap/Secret checksums, TOML round trip)
+            Service/ServiceMonitor ports, PrometheusRule and dashboard ConfigMap, no ConfigMap/Secret
+            checksums, TOML round trip)
   negative  values that must be rejected at install (schema and template guards)
   toml      the rendered ConfigMaps' TOML through `scimgate check --strict`
 """
@@ -161,9 +162,11 @@ def kubernetes_validate_file(venv_bin: Path, version: str, path: Path) -> tuple[
     )
     out = (proc.stdout + proc.stderr).strip()
     lines = out.splitlines()
-    # kubernetes-validate bundles no CRD schemas: a ServiceMonitor only gets a WARN (checked in
-    # the assert phase instead). Any other WARN (an unknown kind or version) is a failure.
-    unexpected = [l for l in lines if l.startswith(("ERROR", "WARN")) and "kind ServiceMonitor" not in l]
+    # kubernetes-validate bundles no CRD schemas: a ServiceMonitor or PrometheusRule only gets a
+    # WARN (checked in the assert phase instead; the rules by promtool in tests/ops). Any other
+    # WARN (an unknown kind or version) is a failure.
+    unexpected = [l for l in lines if l.startswith(("ERROR", "WARN"))
+                  and "kind ServiceMonitor" not in l and "kind PrometheusRule" not in l]
     passed = sum(1 for l in lines if l.startswith("INFO") and " passed " in l)
     return proc.returncode == 0 and not unexpected and passed > 0, out
 
@@ -252,13 +255,34 @@ def check_native_sidecar(docs: list[dict]) -> None:
            and pod.get("securityContext", {}).get("fsGroup") == 65532,
            "native sidecar: API keys mounted from a Secret (mode 0440, pod fsGroup 65532)",
            f"mount: {keys}\nvolume: {volumes.get('scimgate-api-keys')}")
-    cm = find(docs, "ConfigMap")
+    cm = find(docs, "ConfigMap", "-config")
     report(cm is not None and volumes["scimgate-config"]["configMap"]["name"] == cm["metadata"]["name"],
            "native sidecar: config volume names the subchart's ConfigMap",
            f"{volumes['scimgate-config']} vs {cm and cm['metadata']['name']}")
     check_container(c, "scimgate-admin", "native sidecar")
     report(find(docs, "Deployment", "scimgate") is None and find(docs, "Service", "scimgate") is None,
            "sidecar mode: the subchart renders no Deployment/Service of its own")
+
+
+def check_monitoring(docs: list[dict], what: str, namespace: str, selector: bool) -> None:
+    """The PrometheusRule and the dashboard ConfigMap. Their content (the rules against promtool and
+    a real Prometheus, the dashboard against @grafana/schema) is tested by tests/ops/run.sh."""
+    import json
+    plain = yaml.safe_load((CHART / "alerts" / "scimgate.rules.yaml").read_text())
+    rule = find(docs, "PrometheusRule")
+    names = [r["alert"] for r in (rule or {}).get("spec", {}).get("groups", [{}])[0].get("rules", [])]
+    want = [r["alert"] for g in plain["groups"] for r in g["rules"]]
+    exprs = [r["expr"] for g in (rule or {}).get("spec", {}).get("groups", []) for r in g["rules"]]
+    report(rule is not None and rule["apiVersion"] == "monitoring.coreos.com/v1" and names == want
+           and rule["metadata"]["namespace"] == namespace
+           and (not selector or all(f'namespace="{NAMESPACE}"' in e for e in exprs)),
+           f"{what}: PrometheusRule with the {len(want)} alerts of alerts/scimgate.rules.yaml"
+           + (", the selector in every expression" if selector else ""), yaml.safe_dump(rule))
+    dash = find(docs, "ConfigMap", "-dashboard")
+    ok = dash is not None and dash["metadata"]["labels"].get("grafana_dashboard") == "1" and dash["metadata"]["namespace"] == namespace
+    if ok:
+        ok = json.loads(dash["data"]["scimgate.json"]) == json.loads((CHART / "dashboards" / "scimgate.json").read_text())
+    report(ok, f"{what}: dashboard ConfigMap with grafana_dashboard: \"1\" holding dashboards/scimgate.json")
 
 
 def check_fallback_sidecar(docs: list[dict]) -> None:
@@ -269,6 +293,7 @@ def check_fallback_sidecar(docs: list[dict]) -> None:
     if c:
         report("restartPolicy" not in c, "fallback sidecar: no container restartPolicy")
         check_container(c, "scimgate-admin", "fallback sidecar")
+    check_monitoring(docs, "fallback sidecar (subchart)", namespace=NAMESPACE, selector=False)
 
 
 def check_standalone(docs: list[dict], full: bool, what: str) -> None:
@@ -303,6 +328,7 @@ def check_standalone(docs: list[dict], full: bool, what: str) -> None:
                and "replicas" not in deploy["spec"],
                f"{what}: ServiceMonitor, NetworkPolicy, HPA rendered; replicas left to the HPA")
         check_service_monitor(find(docs, "ServiceMonitor"), svc)
+        check_monitoring(docs, what, namespace="monitoring", selector=True)
 
 
 def check_service_monitor(sm: dict, svc: dict) -> None:
@@ -327,7 +353,7 @@ def check_service_monitor(sm: dict, svc: dict) -> None:
 
 
 def check_toml_roundtrip(docs: list[dict], values: dict, what: str) -> None:
-    cm = find(docs, "ConfigMap")
+    cm = find(docs, "ConfigMap", "-config")
     try:
         parsed = tomllib.loads(cm["data"]["scimgate.toml"])
     except (tomllib.TOMLDecodeError, KeyError, TypeError) as e:
@@ -398,6 +424,9 @@ NEGATIVE: list[tuple[str, str, dict, str]] = [
     ("api_key_env with \"__\" (read as a SCIMGATE_<SECTION>__<KEY> override)", "chart", standalone_with({"config": {"service_accounts": {"provisioner": {"api_key_env": "SCIMGATE_JWT__KEY"}}}}), "api_key_env"),
     ("a rule allowing an unknown operation", "chart", standalone_with({"config": {"rules": [{"name": "r", "claim": "groups", "value": "v", "service_account": "provisioner", "allow": ["erase"]}]}}), "allow"),
     ("tls without a Secret", "chart", standalone_with({"tls": {"enabled": True}}), "tls.existingSecret"),
+    ("an alert threshold above 1", "chart", standalone_with({"metrics": {"prometheusRule": {"enabled": True, "denyRatio": 2}}}), "denyRatio"),
+    ("disabling an alert that does not exist", "chart", standalone_with({"metrics": {"prometheusRule": {"enabled": True, "disabledAlerts": ["ScimgateDown"]}}}), "disabledAlerts"),
+    ("jwksMaxStale without a unit", "chart", standalone_with({"metrics": {"prometheusRule": {"enabled": True, "jwksMaxStale": "86400"}}}), "jwksMaxStale"),
 ]
 
 
@@ -435,7 +464,7 @@ def phase_toml(work: Path, binary: str) -> None:
         except helm.HelmError as e:
             report(False, f"scimgate check --strict: {name} (render failed)", str(e))
             continue
-        text = find(docs, "ConfigMap")["data"]["scimgate.toml"]
+        text = find(docs, "ConfigMap", "-config")["data"]["scimgate.toml"]
         config = d / "scimgate.toml"
         config.write_text(text)
         parsed = tomllib.loads(text)

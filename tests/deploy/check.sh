@@ -71,7 +71,7 @@ fi
 step "3/8 helm lint --strict (Helm $("$venv/bin/python" -c 'import helm_python as h; print(h.helm_sdk_version())') SDK), k8s 1.29 and newest"
 run "helm lint" "${checks[@]}" lint --work "$work"
 
-step "4/8 render: standalone, standalone + ServiceMonitor/NetworkPolicy/HPA/TLS, multi-account, sidecar native + fallback"
+step "4/8 render: standalone, standalone + ServiceMonitor/PrometheusRule/dashboard/NetworkPolicy/HPA/TLS, multi-account, sidecar native + fallback"
 run "helm template" "${checks[@]}" render --work "$work"
 
 step "5/8 kubernetes-validate --strict against 1.29.0 and the newest bundled version"
