@@ -22,6 +22,7 @@ pub enum Outcome {
     UpstreamUnavailable,
     UpstreamTimeout,
     UpstreamRejectedCredential,
+    HeadersTooLarge,
 }
 
 /// Result of one JWKS fetch: the `result` label.
@@ -66,7 +67,7 @@ pub struct Metrics {
 
 impl Outcome {
     /// Every outcome, in declaration order (the index of each in per-outcome arrays).
-    pub const ALL: [Outcome; 13] = [
+    pub const ALL: [Outcome; 14] = [
         Self::Forwarded,
         Self::MissingToken,
         Self::InvalidToken,
@@ -80,6 +81,7 @@ impl Outcome {
         Self::UpstreamUnavailable,
         Self::UpstreamTimeout,
         Self::UpstreamRejectedCredential,
+        Self::HeadersTooLarge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -97,6 +99,7 @@ impl Outcome {
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamRejectedCredential => "upstream_rejected_credential",
+            Self::HeadersTooLarge => "headers_too_large",
         }
     }
 }

@@ -86,6 +86,7 @@ pub async fn serve(
                 };
                 let (builder, watcher, tls) = (Arc::clone(&builder), graceful.watcher(), tls.clone());
                 let head_timeout = config.header_read_timeout;
+                let metrics = Arc::clone(&metrics);
                 let mut stopping = shutdown.clone();
                 tokio::spawn(async move {
                     // Held until the connection ends, whichever way it ends.
@@ -101,6 +102,7 @@ pub async fn serve(
                                 tracing::debug!(%peer, "connection sent no request in time");
                                 return;
                             }
+                            let (stream, service) = crate::front::wrap(stream, service, &metrics, peer, head_timeout, false);
                             watcher.watch(builder.auto.serve_connection(TokioIo::new(stream), service).into_owned()).await
                         }
                         Some(acceptor) => {
@@ -112,6 +114,7 @@ pub async fn serve(
                             // timeouts apply from the first byte.
                             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                             let builder = if h2 { &builder.h2 } else { &builder.h1 };
+                            let (stream, service) = crate::front::wrap(stream, service, &metrics, peer, head_timeout, h2);
                             watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
                         }
                     };
