@@ -199,6 +199,10 @@ fn check_target(target: &[u8]) -> Result<Option<Vec<u8>>, HeadError> {
     }
     let escaped = escape_query(target)?;
     let checked = escaped.as_deref().unwrap_or(target);
+    if checked.len() > MAX_TARGET {
+        // Only escaping can grow a target this far, and the head with it past the limit.
+        return Err(HeadError::TooLarge);
+    }
     Uri::try_from(checked).map_err(|_| HeadError::Target)?;
     Ok(escaped)
 }
