@@ -46,6 +46,8 @@ use crate::headers;
 use crate::metrics::Metrics;
 use crate::telemetry::AccessRecord;
 
+#[cfg(test)]
+mod differential;
 mod framing;
 mod head;
 

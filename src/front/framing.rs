@@ -324,6 +324,8 @@ mod tests {
             "0002\r\n{}\r\n0000\r\n\r\n",
             "2\r\n{}\r\n0\r\nA: 1\r\nB: 2\r\n\r\n",
             "2\r\n\r\n\r\n0\r\n\r\n",
+            // A bare LF where the final CRLF is due starts a trailer line, as in hyper.
+            "0\r\n\n\r\n\r\n",
             // A bare LF does not end a trailer line (hyper's decoder): it all is one trailer.
             "0\r\nX: y\nGET /smuggled HTTP/1.1\r\n\r\n",
         ] {
