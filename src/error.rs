@@ -8,6 +8,7 @@ use http::{HeaderValue, Response, StatusCode};
 
 use crate::auth::AuthError;
 use crate::body::ProxyBody;
+use crate::front::HeadError;
 use crate::metrics::Outcome;
 use crate::scim;
 use crate::upstream::UpstreamError;
@@ -19,6 +20,9 @@ pub enum ProxyError {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Request(#[from] RequestError),
+    /// A request head the HTTP/1 front refused before hyper parsed it (`front.rs`).
+    #[error(transparent)]
+    Head(#[from] HeadError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     /// The upstream answered 401 to the service account's key: our fault, not the caller's.
@@ -90,6 +94,10 @@ impl ProxyError {
             Self::Request(RequestError::UnsupportedMediaType) => Outcome::UnsupportedMediaType,
             Self::Request(RequestError::MethodNotAllowed) => Outcome::MethodNotAllowed,
             Self::Request(RequestError::UnknownTenant) => Outcome::UnknownTenant,
+            Self::Head(HeadError::Malformed | HeadError::Target | HeadError::Framing) => {
+                Outcome::BadRequest
+            }
+            Self::Head(HeadError::TooLarge) => Outcome::HeadersTooLarge,
             Self::Request(RequestError::PayloadTooLarge)
             | Self::Upstream(UpstreamError::BodyTooLarge) => Outcome::PayloadTooLarge,
             Self::Upstream(UpstreamError::Unavailable(_)) => Outcome::UpstreamUnavailable,
@@ -161,6 +169,26 @@ impl ProxyError {
             Self::Request(RequestError::MethodNotAllowed) => {
                 (StatusCode::METHOD_NOT_ALLOWED, None, "method not allowed")
             }
+            Self::Head(HeadError::Malformed) => (
+                StatusCode::BAD_REQUEST,
+                None,
+                "malformed request: the request line or a header field is not valid HTTP/1.1",
+            ),
+            Self::Head(HeadError::TooLarge) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                None,
+                "request header section too large: at most 64 KiB and 100 fields",
+            ),
+            Self::Head(HeadError::Target) => (
+                StatusCode::BAD_REQUEST,
+                None,
+                "invalid request target: percent-encode characters outside RFC 3986 in the path",
+            ),
+            Self::Head(HeadError::Framing) => (
+                StatusCode::BAD_REQUEST,
+                None,
+                "ambiguous message framing: send one Content-Length, or Transfer-Encoding: chunked alone",
+            ),
             Self::Request(RequestError::PayloadTooLarge)
             | Self::Upstream(UpstreamError::BodyTooLarge) => (
                 StatusCode::PAYLOAD_TOO_LARGE,

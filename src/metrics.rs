@@ -72,6 +72,8 @@ label_enum! {
         UnsupportedMediaType => "unsupported_media_type",
         /// The upstream's response held the service account key, or could not be screened.
         UpstreamWithheld => "upstream_withheld",
+        /// A request head over the front's size limit (431).
+        HeadersTooLarge => "headers_too_large",
     }
 }
 

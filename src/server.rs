@@ -15,8 +15,9 @@ use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Proxy};
 
-/// HTTP/1 read buffer, which bounds the request head: a larger head is answered with 431.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// HTTP/1 read buffer: the front (src/front.rs) refuses a larger head with 431 first, and hyper
+/// must never be the one to cut a head the front accepted.
+use crate::front::MAX_HEAD_BYTES;
 /// HTTP/2 limits set explicitly rather than inherited (threats T34).
 const MAX_CONCURRENT_STREAMS: u32 = 100;
 const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
@@ -86,6 +87,7 @@ pub async fn serve(
                 };
                 let (builder, watcher, tls) = (Arc::clone(&builder), graceful.watcher(), tls.clone());
                 let head_timeout = config.header_read_timeout;
+                let metrics = Arc::clone(&metrics);
                 let mut stopping = shutdown.clone();
                 tokio::spawn(async move {
                     // Held until the connection ends, whichever way it ends.
@@ -101,6 +103,7 @@ pub async fn serve(
                                 tracing::debug!(%peer, "connection sent no request in time");
                                 return;
                             }
+                            let (stream, service) = crate::front::wrap(stream, service, &metrics, peer, head_timeout, false);
                             watcher.watch(builder.auto.serve_connection(TokioIo::new(stream), service).into_owned()).await
                         }
                         Some(acceptor) => {
@@ -112,6 +115,7 @@ pub async fn serve(
                             // timeouts apply from the first byte.
                             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                             let builder = if h2 { &builder.h2 } else { &builder.h1 };
+                            let (stream, service) = crate::front::wrap(stream, service, &metrics, peer, head_timeout, h2);
                             watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
                         }
                     };

@@ -829,7 +829,7 @@ async fn t31_request_smuggling_corpus() {
                 body.as_bytes(),
             )
         },
-        Framing::Forwarded(b""),
+        Framing::Refused,
     );
     add(
         "TE.CL: chunk carries the smuggled request, Content-Length 4",
@@ -1418,11 +1418,11 @@ async fn t31_request_smuggling_corpus() {
     assert_eq!(r.status, 200);
 }
 
-/// T31 ★ Decision pinned: Transfer-Encoding + Content-Length is decoded by chunked coding alone
-/// and the connection is closed after the response (RFC 9112 §6.3), so nothing after the
-/// chunked body is ever parsed as a request.
+/// T31 ★ Decision pinned: Transfer-Encoding together with Content-Length is refused with a SCIM
+/// 400 before hyper or the upstream sees it, and the connection is closed (RFC 9112 §6.3 allows
+/// refusing; nothing after the head is ever parsed as a request).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t31_te_and_cl_decodes_chunked_then_closes() {
+async fn t31_te_and_cl_is_refused_and_the_connection_closed() {
     let (_jwks, upstream, cfg) = fixture().await;
     let gw = Gateway::start(cfg).await;
     let smuggle = "GET /Smuggled HTTP/1.1\r\nHost: gw\r\n\r\n";
@@ -1436,20 +1436,13 @@ async fn t31_te_and_cl_decodes_chunked_then_closes() {
     let ex = wire::exchange_all(gw.proxy_addr, request.as_bytes(), Duration::from_secs(5))
         .await
         .expect("exchange");
-    assert_eq!(ex.statuses(), vec![200], "one response only");
+    assert_eq!(ex.statuses(), vec![400], "one response only");
     assert!(
         ex.closed,
         "the connection must be closed after a TE+CL request"
     );
-    let rec = upstream.only_request();
-    assert_eq!(rec.body, b"{}");
-    assert!(rec.complete);
-    assert!(
-        rec.header_all("transfer-encoding")
-            .iter()
-            .all(|v| *v == "chunked")
-    );
-    assert!(rec.header_all("content-length").iter().all(|v| *v == "2"));
+    support::Response::from(ex.responses[0].clone()).assert_scim_error(400);
+    assert_eq!(upstream.hits(), 0, "a TE+CL request reached the upstream");
 }
 
 /// T32 Oversized heads → 431 from hyper (64 KiB head, 100 fields), HTTP/2 header lists over

@@ -17,6 +17,13 @@ upstream API key from INTEROP_API_KEY.
                                   (proves the log check can see requests); prints the log count
   location --proxy URL            Location / meta.location name the proxy's address
   etag --proxy URL --direct URL   ETag, If-Match, If-None-Match pass through unchanged
+  idp-shapes --proxy URL --direct URL
+                                  Okta's and Entra ID's requests (shapes.py), played directly
+                                  and through scimgate: the same status and body at every step
+  refused-heads URL --admin ADDR --scim-log --marker
+                                  heads scimgate refuses itself (malformed, too large, ambiguous
+                                  framing, a raw `"` in the path) get a SCIM error body with
+                                  x-request-id and their metric, and never reach scim2-server
 """
 
 import argparse
@@ -24,11 +31,14 @@ import http.client
 import json
 import os
 import re
+import socket
 import sys
 import time
 import urllib.parse
 import uuid
 from collections import Counter
+
+import shapes
 
 SCIM_JSON = "application/scim+json"
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -290,6 +300,119 @@ def cmd_etag(a) -> None:
     check(gone.status == 404, f"GET direct after DELETE: {gone.status}, expected 404")
 
 
+# --- IdP request shapes (issue 15) ------------------------------------------------------------
+
+def send_raw(base: str, auth: dict, method: str, target: str, body: dict | None,
+             agent: str) -> Response:
+    """One request with `target` on the request line exactly as given (raw `"`, `+`)."""
+    u = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    try:
+        conn.putrequest(method, u.path.rstrip("/") + target, skip_accept_encoding=True)
+        headers = {**auth, "Accept": SCIM_JSON, "User-Agent": agent}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = SCIM_JSON
+            headers["Content-Length"] = str(len(data))
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders(data)
+        r = conn.getresponse()
+        return Response(r.status, r.getheaders(), r.read())
+    finally:
+        conn.close()
+
+
+def cmd_idp_shapes(a) -> None:
+    direct, proxy = a.direct.rstrip("/") + "/v2", a.proxy.rstrip("/") + "/v2"
+    key, via = bearer("INTEROP_API_KEY"), bearer("INTEROP_BEARER")
+    nonce = uuid.uuid4().hex[:10]
+
+    def play(base: str, auth: dict) -> list:
+        def send(method, target, body, agent):
+            return send_raw(base, auth, method, target, body, agent)
+        results, leftover = shapes.run(send, nonce)
+        for rid in leftover:  # Okta never deletes users: clean up with the API key
+            r = request("DELETE", f"{direct}/Users/{rid}", headers=key)
+            check(r.status == 204, f"cleanup DELETE /Users/{rid}: {r.status}")
+        return results
+
+    d = play(direct, key)
+    p = play(proxy, via)
+    check(len(d) == len(p), f"{len(d)} steps directly, {len(p)} through scimgate")
+    diffs = []
+    for (name, ds, db), (_, ps, pb) in zip(d, p):
+        same = ds == ps and db == pb
+        print(f"  {'same' if same else 'DIFF'}  direct {ds}, scimgate {ps}  {name}")
+        if not same:
+            diffs.append(f"{name}:\n    direct   {ds} {json.dumps(db)[:400]}"
+                         f"\n    scimgate {ps} {json.dumps(pb)[:400]}")
+        expected = shapes.EXPECTED.get(name)
+        if expected:
+            status, total = expected
+            check(ds == status, f"{name}: directly {ds}, expected {status}: {db}")
+            if total is not None:
+                check(isinstance(db, dict) and db.get("totalResults") == total,
+                      f"{name}: expected totalResults {total}: {db}")
+    check(len(shapes.EXPECTED) == sum(1 for n, _, _ in d if n in shapes.EXPECTED),
+          "a pinned step is missing from the story")
+    check(not diffs, "responses differ:\n  " + "\n  ".join(diffs))
+    print(f"  {len(d)} steps, same status and body directly and through scimgate")
+
+
+def metric_value(admin: str, series: str) -> float:
+    r = request("GET", f"http://{admin}/metrics")
+    check(r.status == 200, f"GET /metrics on the admin port: {r.status}")
+    for line in r.body.decode().splitlines():
+        if line.startswith(series + " "):
+            return float(line[len(series) + 1:])
+    return 0.0
+
+
+def raw_exchange(url: str, data: bytes) -> Response:
+    """Writes `data` as it is on a fresh connection and reads one response."""
+    u = urllib.parse.urlsplit(url)
+    with socket.create_connection((u.hostname, u.port), timeout=10) as sock:
+        sock.sendall(data)
+        r = http.client.HTTPResponse(sock)
+        r.begin()
+        return Response(r.status, r.getheaders(), r.read())
+
+
+def cmd_refused_heads(a) -> None:
+    path = f"/v2/Users/{a.marker}"
+    auth = f"Authorization: Bearer {os.environ['INTEROP_BEARER']}\r\n"
+    cases = [
+        ("obs-fold", 400, "bad_request",
+         f"GET {path} HTTP/1.1\r\nHost: gw\r\n{auth}X-Folded: a\r\n b\r\n\r\n".encode()),
+        ("head over 64 KiB", 431, "headers_too_large",
+         f"GET {path} HTTP/1.1\r\nHost: gw\r\n{auth}X-Big: {'a' * 70000}\r\n\r\n".encode()),
+        ("Content-Length with Transfer-Encoding", 400, "bad_request",
+         (f"POST {path} HTTP/1.1\r\nHost: gw\r\n{auth}Content-Length: 5\r\n"
+          f"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n").encode()),
+        ('raw " in the path', 400, "bad_request",
+         f'GET {path}"x HTTP/1.1\r\nHost: gw\r\n{auth}\r\n'.encode()),
+    ]
+    for name, status, outcome, data in cases:
+        series = f'scimgate_requests_total{{outcome="{outcome}"}}'
+        before = metric_value(a.admin, series)
+        r = raw_exchange(a.url, data)
+        print(f"  {name} -> {r.status}, Content-Type: {r.header('Content-Type')}, "
+              f"x-request-id: {r.header('x-request-id')}, body: {r.body.decode(errors='replace')}")
+        check(r.status == status, f"{name}: status {r.status}, expected {status}")
+        check((r.header("Content-Type") or "").startswith(SCIM_JSON), f"{name}: Content-Type")
+        check(bool(r.header("x-request-id")), f"{name}: no x-request-id")
+        body = r.json()
+        check(body.get("schemas") == [ERROR_SCHEMA] and body.get("status") == str(status),
+              f"{name}: SCIM error body with status \"{status}\" expected, got {body}")
+        after = metric_value(a.admin, series)
+        check(after == before + 1, f"{name}: {series} {before} -> {after}, expected +1")
+    seen = [line for line in read_lines(a.scim_log) if a.marker in line]
+    check(not seen, f"scim2-server logged a refused request: {seen}")
+    print(f"  scim2-server log: no line for {a.marker}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -317,6 +440,8 @@ def parser() -> argparse.ArgumentParser:
     add("log-control", "url", scim_log=required, marker=required)
     add("location", proxy=required)
     add("etag", proxy=required, direct=required)
+    add("idp-shapes", proxy=required, direct=required)
+    add("refused-heads", "url", admin=required, scim_log=required, marker=required)
     return p
 
 
@@ -324,7 +449,7 @@ def main() -> None:
     a = parser().parse_args()
     try:
         globals()["cmd_" + a.cmd.replace("-", "_")](a)
-    except (Failed, OSError, http.client.HTTPException, KeyError) as e:
+    except (Failed, AssertionError, OSError, http.client.HTTPException, KeyError) as e:
         what = str(e) if isinstance(e, Failed) else f"{type(e).__name__}: {e}"
         print(f"  FAILED: {what}", file=sys.stderr)
         sys.exit(1)

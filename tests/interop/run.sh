@@ -13,8 +13,12 @@
 #
 # Cases: the compliance suite directly against scim2-server (API key), then through scimgate with
 # an RS256 and an ES256 token (same counts, all passing); Location/meta.location and ETag/If-Match
-# through the proxy; four refused requests (no token, expired, failing the rule, the raw API key)
-# that must be answered by scimgate and never reach scim2-server. Closes with "N passed, N failed".
+# through the proxy; Okta's and Entra ID's request shapes (tests/interop/shapes.py: lookups in
+# every encoding incl. raw `"`, create, PUT/PATCH updates, deactivations, group push and
+# membership, deletes) played directly and through scimgate, same status and body at each step;
+# four refused requests (no token, expired, failing the rule, the raw API key) and four refused
+# heads (malformed, too large, ambiguous framing, raw `"` in the path) that must be answered by
+# scimgate with SCIM error bodies and never reach scim2-server. Closes with "N passed, N failed".
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -118,7 +122,7 @@ say "$bin ($("$bin" --version 2>/dev/null || echo 'no --version'))"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/scimgate-interop.XXXXXX")
 chmod 700 "$work"
-check() { timeout 60 "$py" "$here/interop.py" "$@"; }
+check() { timeout 60 "$py" -B "$here/interop.py" "$@"; }
 
 # --- 3. scim2-server with a random API key -------------------------------------------------------
 step "scim2-server"
@@ -278,6 +282,10 @@ export INTEROP_BEARER=$jwt_rs INTEROP_API_KEY=$api_key
 run_case "Location / meta.location name scimgate's address" check location --proxy "$proxy"
 run_case "ETag / If-Match / If-None-Match pass through unchanged" check etag --proxy "$proxy" --direct "$direct"
 
+step "IdP request shapes (Okta, Entra ID)"
+run_case "Okta and Entra ID request shapes: same status and body through scimgate as directly" \
+  check idp-shapes --proxy "$proxy" --direct "$direct"
+
 # --- 7. refused requests: answered by scimgate, never seen by scim2-server -------------------------
 step "refused requests"
 nonce=$("$py" -c 'import secrets; print(secrets.token_hex(4))')
@@ -292,6 +300,8 @@ run_case "expired token -> 401 from scimgate" reject expired 401 "$invalid" expi
 run_case "token failing the claim rules -> 403 from scimgate" reject no-rule 403 \
   'Bearer realm="scimgate", error="insufficient_scope"' no_rule "$jwt_no_rule"
 run_case "raw upstream API key as the bearer -> 401 from scimgate" reject api-key 401 "$invalid" malformed "$api_key"
+run_case "heads scimgate refuses itself -> SCIM error bodies, never forwarded" \
+  check refused-heads "$proxy" --admin "$admin_addr" --scim-log "$scim_log" --marker "interop-heads-$nonce"
 log_after=$(INTEROP_BEARER=$jwt_rs check log-control "$proxy" --scim-log "$scim_log" --marker "interop-control-after-$nonce") || log_after=
 upstream_silent() {
   say "  scim2-server request lines: $log_before before the refused requests, $log_after after (the one between is the control request)"

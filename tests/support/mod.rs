@@ -13,6 +13,7 @@ pub mod hostile;
 pub mod jwks;
 pub mod mint;
 pub mod observe;
+pub mod pieces;
 pub mod upstream;
 pub mod verdict;
 pub mod wire;
