@@ -217,9 +217,24 @@ def phase_rules(work: Path, write: bool) -> None:
     (out / "chart-thresholds.yaml").write_text(yaml.dump(spec_thr, Dumper=BlockDumper, sort_keys=False))
 
 
+# Edits of one rule's expression that its tests must catch, beyond never and always firing:
+# (alert, what the edit does, text in the shipped expression, its replacement).
+EXPR_MUTANTS = [
+    ("ScimgateUpstreamErrors", "withheld responses left out of the requests sent upstream",
+     '|upstream_rejected_credential|upstream_withheld"', '|upstream_rejected_credential"'),
+    ("ScimgateUpstreamErrors", "withheld responses counted as backend failures",
+     'outcome=~"upstream_unavailable|upstream_timeout"', 'outcome=~"upstream_unavailable|upstream_timeout|upstream_withheld"'),
+    ("ScimgateUpstreamWithheld", "every upstream outcome pages",
+     'outcome="upstream_withheld"', 'outcome=~"upstream_.*"'),
+    ("ScimgateUpstreamWithheld", "one alert per instance instead of one per job",
+     "sum without (instance, pod) (increase(", "(increase("),
+]
+
+
 def promtool_tests(out: Path) -> None:
     """promtool test rules on the shipped file, then on mutants: each alert made never to fire,
-    and made to fire always. Every mutant must fail the tests, or an alert is not really tested."""
+    and made to fire always, plus the expression edits of EXPR_MUTANTS. Every mutant must fail
+    the tests, or an alert is not really tested."""
     def run(test_file: Path) -> subprocess.CompletedProcess:
         return subprocess.run(["promtool", "test", "rules", str(test_file)], capture_output=True, text=True, timeout=120)
     proc = run(HERE / "alerts.test.yaml")
@@ -229,23 +244,31 @@ def promtool_tests(out: Path) -> None:
     mutants = out / "mutants"
     mutants.mkdir(exist_ok=True)
     tests = yaml.safe_load((HERE / "alerts.test.yaml").read_text())
+    shipped = {r["alert"]: r["expr"] for r in all_rules(plain_rules())}
+    edits = [(alert, how, lambda _: expr) for alert in shipped
+             for how, expr in (("never fires", "vector(1) == 0"), ("always fires", "vector(1)"))]
+    stale = [f"{alert}: {how}" for alert, how, old, _ in EXPR_MUTANTS if old not in shipped.get(alert, "")]
+    report(not stale, f"each of the {len(EXPR_MUTANTS)} expression mutants edits its rule's shipped expression",
+           f"no longer applies: {stale}")
+    edits += [(alert, how, lambda e, old=old, new=new: e.replace(old, new))
+              for alert, how, old, new in EXPR_MUTANTS if old in shipped.get(alert, "")]
     survived = []
-    for rule in all_rules(plain_rules()):
-        for how, expr in (("never fires", "vector(1) == 0"), ("always fires", "vector(1)")):
-            rules = plain_rules()
-            for r in all_rules(rules):
-                if r["alert"] == rule["alert"]:
-                    r["expr"] = expr
-            name = f"{rule['alert']}-{how.replace(' ', '-')}"
-            (mutants / f"{name}.rules.yaml").write_text(yaml.safe_dump(rules, sort_keys=False))
-            # Only the test groups that check this alert: the others cannot see the mutation.
-            groups = [t for t in tests["tests"] if any(a["alertname"] == rule["alert"] for a in t.get("alert_rule_test", []))]
-            (mutants / f"{name}.test.yaml").write_text(yaml.safe_dump(
-                {**tests, "rule_files": [str(mutants / f"{name}.rules.yaml")], "tests": groups}, sort_keys=False))
-            if run(mutants / f"{name}.test.yaml").returncode == 0:
-                survived.append(f"{rule['alert']} {how}")
-    report(not survived, f"every alert's tests fail when it never fires and when it always fires "
-           f"({2 * len(all_rules(plain_rules()))} mutants)", f"mutants the tests did not catch: {survived}")
+    for i, (alert, how, mutate) in enumerate(edits):
+        rules = plain_rules()
+        for r in all_rules(rules):
+            if r["alert"] == alert:
+                r["expr"] = mutate(r["expr"])
+        name = f"{i:02d}-{alert}"
+        (mutants / f"{name}.rules.yaml").write_text(f"# mutant: {how}\n" + yaml.safe_dump(rules, sort_keys=False))
+        # Only the test groups that check this alert: the others cannot see the mutation.
+        groups = [t for t in tests["tests"] if any(a["alertname"] == alert for a in t.get("alert_rule_test", []))]
+        (mutants / f"{name}.test.yaml").write_text(yaml.safe_dump(
+            {**tests, "rule_files": [str(mutants / f"{name}.rules.yaml")], "tests": groups}, sort_keys=False))
+        if run(mutants / f"{name}.test.yaml").returncode == 0:
+            survived.append(f"{alert}: {how}")
+    report(not survived, f"every alert's tests fail when it never fires, when it always fires, and on "
+           f"{len(edits) - 2 * len(shipped)} expression edits ({len(edits)} mutants)",
+           f"mutants the tests did not catch: {survived}")
 
 
 # ------------------------------------------------------------------------------------- dashboard
