@@ -188,6 +188,13 @@ def phase_rules(work: Path, write: bool) -> None:
     doc = (REPO / "docs" / "operations.md").read_text() if (REPO / "docs" / "operations.md").exists() else ""
     missing = [n for n in names if f"`{n}`" not in doc]
     report(not missing, "docs/operations.md has a runbook entry for every alert", f"missing: {missing}")
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    enum = schema["properties"]["metrics"]["properties"]["prometheusRule"]["properties"]["disabledAlerts"]["items"]["enum"]
+    report(sorted(enum) == sorted(names), "values.schema.json: metrics.prometheusRule.disabledAlerts accepts exactly the alert names",
+           f"schema: {sorted(enum)}\nrules: {sorted(names)}")
+    readme = (CHART / "README.md").read_text()
+    missing = [n for n in names if f"`{n}`" not in readme]
+    report(not missing, "the chart README names every alert", f"missing: {missing}")
     tests = (HERE / "alerts.test.yaml").read_text()
     untested = [n for n in names if f"alertname: {n}" not in tests]
     report(not untested, "tests/ops/alerts.test.yaml has a promtool unit test for every alert", f"untested: {untested}")
