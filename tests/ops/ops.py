@@ -372,6 +372,9 @@ def phase_dashboard(work: Path) -> None:
     ids = [p["id"] for p in dash["panels"]]
     titles = [p["title"] for p in dash["panels"] if p["type"] != "row"]
     report(len(ids) == len(set(ids)) and len(titles) == len(set(titles)), "panel ids and titles are unique")
+    described = " ".join(p.get("description", "") for p in dash["panels"])
+    unshown = [r["alert"] for r in all_rules(plain_rules()) if r["alert"] not in described]
+    report(not unshown, "every alert is named by the description of the panel that shows its metric", f"not named: {unshown}")
     ds = {json.dumps(t.get("datasource"), sort_keys=True) for p in dash["panels"] if p["type"] != "row" for t in p["targets"]}
     report(ds == {json.dumps({"type": "prometheus", "uid": "${datasource}"}, sort_keys=True)},
            "every target uses the ${datasource} variable (no hard-coded data source uid)", str(ds))
