@@ -461,6 +461,7 @@ service_account = "backend"\n[service_accounts.backend]\napi_key_file = "{key}"\
     needed = [("scimgate_config_reloads_total", ("result", "failure")),
               ("scimgate_jwks_fetches_total", ("result", "invalid")),
               ("scimgate_requests_total", ("outcome", "upstream_rejected_credential")),
+              ("scimgate_requests_total", ("outcome", "upstream_withheld")),
               ("scimgate_auth_decisions_total", ("reason", "missing_token"))]
     absent = [f"{n}{{{l}={v!r}}}" for n, (l, v) in needed if not any((l, v) in s for s in samples.get(n, ()))]
     report(not absent, "series the alerts' increase() needs exist at 0 before the first event", f"absent: {absent}")
@@ -645,7 +646,8 @@ def parse_metrics(text: str) -> dict[str, set[frozenset]]:
 
 OUTCOMES = ["forwarded", "missing_token", "invalid_token", "forbidden", "bad_request", "method_not_allowed",
             "unknown_tenant", "payload_too_large", "request_timeout", "jwks_unavailable", "upstream_unavailable",
-            "upstream_timeout", "upstream_rejected_credential"]
+            "upstream_timeout", "upstream_rejected_credential", "not_found", "unsupported_media_type",
+            "upstream_withheld"]
 
 # Alerts the traffic below causes, by alertname -> the labels that identify each instance.
 EXPECTED_FIRING = {
@@ -655,6 +657,7 @@ EXPECTED_FIRING = {
     ("ScimgateDenyRateHigh", (("reason", "missing_token"),)),
     ("ScimgateUpstreamErrors", ()),
     ("ScimgateUpstreamRejectedCredential", ()),
+    ("ScimgateUpstreamWithheld", ()),
     ("ScimgateConfigReloadFailed", ()),
     ("ScimgateConnectionsNearLimit", ()),
 }
@@ -754,8 +757,13 @@ def send_traffic(proxy: str, good: str, other_group: str) -> list[tuple[str, int
     req("jwks_unavailable", 503, "GET", "/nokeys/Users", auth)
     for _ in range(3):
         req("upstream_unavailable", 502, "GET", "/down/Users", auth)
-    req("upstream_timeout", 504, "GET", "/main/slow", auth)  # the backend waits longer than upstream.timeout
-    req("upstream_rejected_credential", 502, "GET", "/main/reject", auth)
+    # The backend's test paths are resource ids: a path outside the SCIM grammar never reaches it.
+    req("upstream_timeout", 504, "GET", "/main/Users/slow", auth)  # the backend waits longer than upstream.timeout
+    req("upstream_rejected_credential", 502, "GET", "/main/Users/reject", auth)
+    req("not_found", 404, "GET", "/main/healthz", auth)
+    req("unsupported_media_type", 415, "POST", "/main/Users",
+        {**auth, "Content-Type": "application/scim+json", "Content-Encoding": "gzip"}, b"\x1f\x8b")
+    req("upstream_withheld", 502, "GET", "/main/Users/echo", auth)  # a 500 page that echoes the Authorization header
     return results
 
 
@@ -851,6 +859,10 @@ def run_prometheus(work: Path, binary: str, python: str, procs: Procs, holders: 
     results = send_traffic(proxy, good, other)
     wrong = [f"{o}: want {w}, got {g}" for o, w, g in results if w != g]
     report(not wrong, f"traffic: {len(results)} requests, every outcome with its status", "\n".join(wrong))
+    status, _, body = http("GET", f"http://{proxy}/main/Users/echo", {"Authorization": f"Bearer {good}"})
+    report(status == 502 and key.encode() not in body and b"debug:" not in body,
+           "the backend's error page that echoes the API key is withheld (502, neither the key nor the page reaches the caller)",
+           f"{status} {body[:300]!r}")
     after = http("GET", f"http://{admin}/metrics")[2].decode()
     counts = {o: 0.0 for o in OUTCOMES}
     for line in after.splitlines():
@@ -1205,7 +1217,7 @@ def run_container(work: Path, binary: str, python: str, procs: Procs, names: dic
     result: dict = {}
     def slow():
         try:
-            result["response"] = http("GET", f"{proxy}/slow", {"Authorization": f"Bearer {good}"}, timeout=20)
+            result["response"] = http("GET", f"{proxy}/Users/slow", {"Authorization": f"Bearer {good}"}, timeout=20)
         except OSError as e:
             result["error"] = e
     t = threading.Thread(target=slow)
