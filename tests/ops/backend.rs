@@ -12,7 +12,9 @@
 //! Every request writes one line to stderr: `backend: <method> <target> auth=<ok|bad>`, and a
 //! `/slow` request also `backend: slow request started` before it waits, so a test can see
 //! that a request is in flight. A path containing `/reject` is answered 401 whatever the key,
-//! as an upstream that no longer accepts the service account's key would.
+//! as an upstream that no longer accepts the service account's key would; one containing `/echo`
+//! is answered 500 with an error page that repeats the request's `Authorization` header, as a
+//! backend in debug mode would (scimgate must withhold it: the header holds the key).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -97,6 +99,12 @@ fn serve(conn: TcpStream, key: &str) -> std::io::Result<()> {
             "401 Unauthorized",
             "application/scim+json",
             scim_error("401", "bad credential"),
+        )
+    } else if path.contains("/echo") {
+        (
+            "500 Internal Server Error",
+            "text/plain",
+            format!("debug: {method} {target}\nAuthorization: {auth}\n").into_bytes(),
         )
     } else {
         if path.contains("/slow") {

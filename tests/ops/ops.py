@@ -188,6 +188,13 @@ def phase_rules(work: Path, write: bool) -> None:
     doc = (REPO / "docs" / "operations.md").read_text() if (REPO / "docs" / "operations.md").exists() else ""
     missing = [n for n in names if f"`{n}`" not in doc]
     report(not missing, "docs/operations.md has a runbook entry for every alert", f"missing: {missing}")
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    enum = schema["properties"]["metrics"]["properties"]["prometheusRule"]["properties"]["disabledAlerts"]["items"]["enum"]
+    report(sorted(enum) == sorted(names), "values.schema.json: metrics.prometheusRule.disabledAlerts accepts exactly the alert names",
+           f"schema: {sorted(enum)}\nrules: {sorted(names)}")
+    readme = (CHART / "README.md").read_text()
+    missing = [n for n in names if f"`{n}`" not in readme]
+    report(not missing, "the chart README names every alert", f"missing: {missing}")
     tests = (HERE / "alerts.test.yaml").read_text()
     untested = [n for n in names if f"alertname: {n}" not in tests]
     report(not untested, "tests/ops/alerts.test.yaml has a promtool unit test for every alert", f"untested: {untested}")
@@ -217,9 +224,24 @@ def phase_rules(work: Path, write: bool) -> None:
     (out / "chart-thresholds.yaml").write_text(yaml.dump(spec_thr, Dumper=BlockDumper, sort_keys=False))
 
 
+# Edits of one rule's expression that its tests must catch, beyond never and always firing:
+# (alert, what the edit does, text in the shipped expression, its replacement).
+EXPR_MUTANTS = [
+    ("ScimgateUpstreamErrors", "withheld responses left out of the requests sent upstream",
+     '|upstream_rejected_credential|upstream_withheld"', '|upstream_rejected_credential"'),
+    ("ScimgateUpstreamErrors", "withheld responses counted as backend failures",
+     'outcome=~"upstream_unavailable|upstream_timeout"', 'outcome=~"upstream_unavailable|upstream_timeout|upstream_withheld"'),
+    ("ScimgateUpstreamWithheld", "every upstream outcome pages",
+     'outcome="upstream_withheld"', 'outcome=~"upstream_.*"'),
+    ("ScimgateUpstreamWithheld", "one alert per instance instead of one per job",
+     "sum without (instance, pod) (increase(", "(increase("),
+]
+
+
 def promtool_tests(out: Path) -> None:
     """promtool test rules on the shipped file, then on mutants: each alert made never to fire,
-    and made to fire always. Every mutant must fail the tests, or an alert is not really tested."""
+    and made to fire always, plus the expression edits of EXPR_MUTANTS. Every mutant must fail
+    the tests, or an alert is not really tested."""
     def run(test_file: Path) -> subprocess.CompletedProcess:
         return subprocess.run(["promtool", "test", "rules", str(test_file)], capture_output=True, text=True, timeout=120)
     proc = run(HERE / "alerts.test.yaml")
@@ -229,23 +251,31 @@ def promtool_tests(out: Path) -> None:
     mutants = out / "mutants"
     mutants.mkdir(exist_ok=True)
     tests = yaml.safe_load((HERE / "alerts.test.yaml").read_text())
+    shipped = {r["alert"]: r["expr"] for r in all_rules(plain_rules())}
+    edits = [(alert, how, lambda _: expr) for alert in shipped
+             for how, expr in (("never fires", "vector(1) == 0"), ("always fires", "vector(1)"))]
+    stale = [f"{alert}: {how}" for alert, how, old, _ in EXPR_MUTANTS if old not in shipped.get(alert, "")]
+    report(not stale, f"each of the {len(EXPR_MUTANTS)} expression mutants edits its rule's shipped expression",
+           f"no longer applies: {stale}")
+    edits += [(alert, how, lambda e, old=old, new=new: e.replace(old, new))
+              for alert, how, old, new in EXPR_MUTANTS if old in shipped.get(alert, "")]
     survived = []
-    for rule in all_rules(plain_rules()):
-        for how, expr in (("never fires", "vector(1) == 0"), ("always fires", "vector(1)")):
-            rules = plain_rules()
-            for r in all_rules(rules):
-                if r["alert"] == rule["alert"]:
-                    r["expr"] = expr
-            name = f"{rule['alert']}-{how.replace(' ', '-')}"
-            (mutants / f"{name}.rules.yaml").write_text(yaml.safe_dump(rules, sort_keys=False))
-            # Only the test groups that check this alert: the others cannot see the mutation.
-            groups = [t for t in tests["tests"] if any(a["alertname"] == rule["alert"] for a in t.get("alert_rule_test", []))]
-            (mutants / f"{name}.test.yaml").write_text(yaml.safe_dump(
-                {**tests, "rule_files": [str(mutants / f"{name}.rules.yaml")], "tests": groups}, sort_keys=False))
-            if run(mutants / f"{name}.test.yaml").returncode == 0:
-                survived.append(f"{rule['alert']} {how}")
-    report(not survived, f"every alert's tests fail when it never fires and when it always fires "
-           f"({2 * len(all_rules(plain_rules()))} mutants)", f"mutants the tests did not catch: {survived}")
+    for i, (alert, how, mutate) in enumerate(edits):
+        rules = plain_rules()
+        for r in all_rules(rules):
+            if r["alert"] == alert:
+                r["expr"] = mutate(r["expr"])
+        name = f"{i:02d}-{alert}"
+        (mutants / f"{name}.rules.yaml").write_text(f"# mutant: {how}\n" + yaml.safe_dump(rules, sort_keys=False))
+        # Only the test groups that check this alert: the others cannot see the mutation.
+        groups = [t for t in tests["tests"] if any(a["alertname"] == alert for a in t.get("alert_rule_test", []))]
+        (mutants / f"{name}.test.yaml").write_text(yaml.safe_dump(
+            {**tests, "rule_files": [str(mutants / f"{name}.rules.yaml")], "tests": groups}, sort_keys=False))
+        if run(mutants / f"{name}.test.yaml").returncode == 0:
+            survived.append(f"{alert}: {how}")
+    report(not survived, f"every alert's tests fail when it never fires, when it always fires, and on "
+           f"{len(edits) - 2 * len(shipped)} expression edits ({len(edits)} mutants)",
+           f"mutants the tests did not catch: {survived}")
 
 
 # ------------------------------------------------------------------------------------- dashboard
@@ -342,6 +372,9 @@ def phase_dashboard(work: Path) -> None:
     ids = [p["id"] for p in dash["panels"]]
     titles = [p["title"] for p in dash["panels"] if p["type"] != "row"]
     report(len(ids) == len(set(ids)) and len(titles) == len(set(titles)), "panel ids and titles are unique")
+    described = " ".join(p.get("description", "") for p in dash["panels"])
+    unshown = [r["alert"] for r in all_rules(plain_rules()) if r["alert"] not in described]
+    report(not unshown, "every alert is named by the description of the panel that shows its metric", f"not named: {unshown}")
     ds = {json.dumps(t.get("datasource"), sort_keys=True) for p in dash["panels"] if p["type"] != "row" for t in p["targets"]}
     report(ds == {json.dumps({"type": "prometheus", "uid": "${datasource}"}, sort_keys=True)},
            "every target uses the ${datasource} variable (no hard-coded data source uid)", str(ds))
@@ -428,6 +461,7 @@ service_account = "backend"\n[service_accounts.backend]\napi_key_file = "{key}"\
     needed = [("scimgate_config_reloads_total", ("result", "failure")),
               ("scimgate_jwks_fetches_total", ("result", "invalid")),
               ("scimgate_requests_total", ("outcome", "upstream_rejected_credential")),
+              ("scimgate_requests_total", ("outcome", "upstream_withheld")),
               ("scimgate_auth_decisions_total", ("reason", "missing_token"))]
     absent = [f"{n}{{{l}={v!r}}}" for n, (l, v) in needed if not any((l, v) in s for s in samples.get(n, ()))]
     report(not absent, "series the alerts' increase() needs exist at 0 before the first event", f"absent: {absent}")
@@ -612,7 +646,8 @@ def parse_metrics(text: str) -> dict[str, set[frozenset]]:
 
 OUTCOMES = ["forwarded", "missing_token", "invalid_token", "forbidden", "bad_request", "method_not_allowed",
             "unknown_tenant", "payload_too_large", "request_timeout", "jwks_unavailable", "upstream_unavailable",
-            "upstream_timeout", "upstream_rejected_credential"]
+            "upstream_timeout", "upstream_rejected_credential", "not_found", "unsupported_media_type",
+            "upstream_withheld", "headers_too_large"]
 
 # Alerts the traffic below causes, by alertname -> the labels that identify each instance.
 EXPECTED_FIRING = {
@@ -622,6 +657,7 @@ EXPECTED_FIRING = {
     ("ScimgateDenyRateHigh", (("reason", "missing_token"),)),
     ("ScimgateUpstreamErrors", ()),
     ("ScimgateUpstreamRejectedCredential", ()),
+    ("ScimgateUpstreamWithheld", ()),
     ("ScimgateConfigReloadFailed", ()),
     ("ScimgateConnectionsNearLimit", ()),
 }
@@ -721,8 +757,17 @@ def send_traffic(proxy: str, good: str, other_group: str) -> list[tuple[str, int
     req("jwks_unavailable", 503, "GET", "/nokeys/Users", auth)
     for _ in range(3):
         req("upstream_unavailable", 502, "GET", "/down/Users", auth)
-    req("upstream_timeout", 504, "GET", "/main/slow", auth)  # the backend waits longer than upstream.timeout
-    req("upstream_rejected_credential", 502, "GET", "/main/reject", auth)
+    # The backend's test paths are resource ids: a path outside the SCIM grammar never reaches it.
+    req("upstream_timeout", 504, "GET", "/main/Users/slow", auth)  # the backend waits longer than upstream.timeout
+    req("upstream_rejected_credential", 502, "GET", "/main/Users/reject", auth)
+    req("not_found", 404, "GET", "/main/healthz", auth)
+    req("unsupported_media_type", 415, "POST", "/main/Users",
+        {**auth, "Content-Type": "application/scim+json", "Content-Encoding": "gzip"}, b"\x1f\x8b")
+    req("upstream_withheld", 502, "GET", "/main/Users/echo", auth)  # a 500 page that echoes the Authorization header
+    # Over 100 header fields (small, so the whole head is sent before the 431 and the close).
+    fields = "".join(f"X-F{i}: 1\r\n" for i in range(101))
+    status = raw_request(proxy, f"GET /main/Users HTTP/1.1\r\nHost: gw\r\n{fields}\r\n".encode())
+    results.append(("headers_too_large", 431, status))
     return results
 
 
@@ -818,6 +863,10 @@ def run_prometheus(work: Path, binary: str, python: str, procs: Procs, holders: 
     results = send_traffic(proxy, good, other)
     wrong = [f"{o}: want {w}, got {g}" for o, w, g in results if w != g]
     report(not wrong, f"traffic: {len(results)} requests, every outcome with its status", "\n".join(wrong))
+    status, _, body = http("GET", f"http://{proxy}/main/Users/echo", {"Authorization": f"Bearer {good}"})
+    report(status == 502 and key.encode() not in body and b"debug:" not in body,
+           "the backend's error page that echoes the API key is withheld (502, neither the key nor the page reaches the caller)",
+           f"{status} {body[:300]!r}")
     after = http("GET", f"http://{admin}/metrics")[2].decode()
     counts = {o: 0.0 for o in OUTCOMES}
     for line in after.splitlines():
@@ -1172,7 +1221,7 @@ def run_container(work: Path, binary: str, python: str, procs: Procs, names: dic
     result: dict = {}
     def slow():
         try:
-            result["response"] = http("GET", f"{proxy}/slow", {"Authorization": f"Bearer {good}"}, timeout=20)
+            result["response"] = http("GET", f"{proxy}/Users/slow", {"Authorization": f"Bearer {good}"}, timeout=20)
         except OSError as e:
             result["error"] = e
     t = threading.Thread(target=slow)

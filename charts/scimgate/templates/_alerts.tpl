@@ -83,7 +83,7 @@ metric{a="b"} -> metric{SEL, a="b"}, a bare metric -> metric{SEL}. (list EXPR SE
 
 {{- $rules = append $rules (dict
   "alert" "ScimgateUpstreamErrors"
-  "expr" (printf "sum without (instance, pod, outcome) (rate(scimgate_requests_total{outcome=~\"upstream_unavailable|upstream_timeout\"}[5m]))\n/\nsum without (instance, pod, outcome) (rate(scimgate_requests_total{outcome=~\"forwarded|upstream_unavailable|upstream_timeout|upstream_rejected_credential\"}[5m]))\n> %s" (toString $p.upstreamErrorRatio))
+  "expr" (printf "sum without (instance, pod, outcome) (rate(scimgate_requests_total{outcome=~\"upstream_unavailable|upstream_timeout\"}[5m]))\n/\nsum without (instance, pod, outcome) (rate(scimgate_requests_total{outcome=~\"forwarded|upstream_unavailable|upstream_timeout|upstream_rejected_credential|upstream_withheld\"}[5m]))\n> %s" (toString $p.upstreamErrorRatio))
   "for" "5m"
   "severity" "warning"
   "summary" "scimgate: {{ $value | humanizePercentage }} of the requests to the SCIM backend fail (502/504)"
@@ -96,6 +96,14 @@ metric{a="b"} -> metric{SEL, a="b"}, a bare metric -> metric{SEL}. (list EXPR SE
   "severity" "critical"
   "summary" "scimgate: the SCIM backend rejects the service account's API key"
   "description" "The backend answered 401 to the service account's API key {{ $value | humanize }} time(s) in 5 minutes; scimgate answers those requests 502. The key was rotated or revoked on the backend: update the API-key Secret (scimgate reloads it without a restart).") }}
+
+{{- $rules = append $rules (dict
+  "alert" "ScimgateUpstreamWithheld"
+  "expr" "sum without (instance, pod) (increase(scimgate_requests_total{outcome=\"upstream_withheld\"}[5m])) > 0"
+  "for" "0m"
+  "severity" "critical"
+  "summary" "scimgate: the SCIM backend put the service account's API key in a response"
+  "description" "scimgate withheld {{ $value | humanize }} response(s) of the SCIM backend in 5 minutes and answered 502 instead: the response held the service account's API key, or could not be screened for it (over 1 MiB, or in a content-coding scimgate cannot decode). The backend echoes its credential: look at its error pages, a debug mode, or an echo of the request headers, and turn it off. The access log names the requests (outcome upstream_withheld); the warning \"upstream response withheld\" gives the status and why. If an earlier scimgate version or any other path to the backend could have passed such a response on, rotate the API key.") }}
 
 {{- $rules = append $rules (dict
   "alert" "ScimgateConfigReloadFailed"
