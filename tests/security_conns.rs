@@ -1,0 +1,442 @@
+//! No connection on either listener lives without doing work (issue 14, items 4–6): idle HTTP/2
+//! connections (cleartext and TLS) and idle HTTP/1 keep-alive connections are closed, the admin
+//! listener has its own cap and timeouts, both accept loops back off when descriptors run out,
+//! and a caller that stops reading its response holds neither an upstream connection nor its
+//! buffers past the exchange deadline. Against the real binary, with raw sockets.
+//!
+//! The deadlines under test (`server.header_read_timeout` = H, `server.request_timeout` = R):
+//! no request head (or HTTP/2 request) for H after the connection is ready closes it (HTTP/2:
+//! GOAWAY, then closed at most 1 s later); a response not fully written R + 1 s after its
+//! request arrived is cut (HTTP/2: RST_STREAM; HTTP/1: the connection is closed).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rustls_pki_types::ServerName;
+use support::h2client::{self, GOAWAY, HEADERS, RST_STREAM};
+use support::heavy::HeavyUpstream;
+use support::squat::{self, Kind, Seen};
+use support::wire::RawConn;
+use support::{Gateway, GatewayConfig, JwksServer, TempDir, Token, ec_key, fixture, mint, rsa_key};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+/// `server.header_read_timeout` in these tests.
+const HEAD: Duration = Duration::from_secs(1);
+/// `server.request_timeout` in these tests.
+const REQUEST: Duration = Duration::from_secs(2);
+/// How long a connection asked to close, or a response at its deadline, is given (src/server).
+const GRACE: Duration = Duration::from_secs(1);
+/// Scheduling slack on a shared two-core machine.
+const SLACK: Duration = Duration::from_millis(1500);
+/// The admin listener's connection cap (src/admin.rs).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+fn short_timeouts(cfg: GatewayConfig) -> GatewayConfig {
+    cfg.set("server", "header_read_timeout", "\"1s\"")
+        .set("server", "request_timeout", "\"2s\"")
+}
+
+fn token() -> String {
+    Token::new().sign(rsa_key())
+}
+
+/// A gateway in front of an upstream whose 8 MiB responses never fit in socket buffers.
+async fn heavy_fixture(
+    cfg: impl FnOnce(GatewayConfig) -> GatewayConfig,
+) -> (JwksServer, HeavyUpstream, Gateway) {
+    let jwks = JwksServer::start(mint::jwks(&[rsa_key(), ec_key()])).await;
+    let upstream = HeavyUpstream::start(8 * 1024 * 1024).await;
+    let gw = Gateway::start(cfg(GatewayConfig::new(&upstream.url(), &jwks.url()))).await;
+    (jwks, upstream, gw)
+}
+
+fn assert_closed_between(seen: &Seen, start: Instant, low: Duration, high: Duration, what: &str) {
+    let Some(at) = seen.closed_at else {
+        panic!("{what}: still open after {:?} ({seen:?})", high);
+    };
+    let took = at.duration_since(start);
+    assert!(
+        took >= low && took <= high,
+        "{what}: closed after {took:?}, expected between {low:?} and {high:?}"
+    );
+}
+
+/// An HTTP/2 connection that sends the preface and an empty SETTINGS frame and then nothing is
+/// sent GOAWAY once it has had no stream for `header_read_timeout`, and closed at most a second
+/// later even though it never acknowledges. A well-behaved client that made a request and went
+/// idle is closed the same way; a connection whose request is still in progress is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_are_closed() {
+    let (_jwks, upstream, cfg) = fixture().await;
+    let gw = Gateway::start(short_timeouts(cfg)).await;
+
+    let start = Instant::now();
+    let preface = squat::open(gw.proxy_addr, &Kind::Preface)
+        .await
+        .expect("connect");
+    let idle_client = tokio::spawn(h2_request_then_idle(gw.proxy_addr));
+    let seen = squat::watch(preface, true, start + squat::WATCH).await;
+    assert!(seen.saw(GOAWAY), "no GOAWAY before the close: {seen:?}");
+    assert_closed_between(
+        &seen,
+        start,
+        HEAD,
+        HEAD + GRACE + SLACK,
+        "preface-only HTTP/2",
+    );
+    let lived = idle_client.await.expect("h2 client task");
+    assert!(
+        lived >= HEAD && lived <= HEAD + GRACE + SLACK,
+        "an idle HTTP/2 client connection lived {lived:?} after its request"
+    );
+
+    // Busy is not idle: a request that takes longer than header_read_timeout is answered.
+    upstream.set_delay(HEAD + Duration::from_millis(500));
+    let h2 = support::H2::connect(gw.proxy_addr)
+        .await
+        .expect("h2 connect");
+    let auth = format!("Bearer {}", token());
+    let r = h2
+        .request(
+            "GET",
+            "/Users",
+            &[("authorization", &auth)],
+            Bytes::new(),
+            &[],
+        )
+        .await
+        .expect("a slow request on an HTTP/2 connection is answered");
+    assert_eq!(r.status, 200);
+}
+
+/// One request over the `h2` crate (which answers PING and GOAWAY), then nothing; returns how
+/// long the connection lived after the response.
+async fn h2_request_then_idle(addr: std::net::SocketAddr) -> Duration {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+        Instant::now()
+    });
+    let mut send = send.ready().await.expect("h2 ready");
+    let request = http::Request::get("http://gw/Users")
+        .header("authorization", format!("Bearer {}", token()))
+        .body(())
+        .expect("request");
+    let (response, _) = send.send_request(request, true).expect("send request");
+    let response = response.await.expect("response");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("body");
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let answered = Instant::now();
+    // `send` stays alive: with every handle dropped the h2 client would close by itself.
+    let ended = tokio::time::timeout(squat::WATCH, driver)
+        .await
+        .expect("the idle HTTP/2 client connection was never closed")
+        .expect("driver task");
+    drop(send);
+    ended.duration_since(answered)
+}
+
+/// A self-signed certificate for 127.0.0.1 written to `dir`: (cert path, key path, DER).
+fn self_signed(dir: &TempDir) -> (String, String, rustls_pki_types::CertificateDer<'static>) {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+        .expect("generate certificate");
+    let cert = dir.write("tls.crt", certified.cert.pem().as_bytes(), 0o644);
+    let key = dir.write(
+        "tls.key",
+        certified.signing_key.serialize_pem().as_bytes(),
+        0o600,
+    );
+    (
+        cert.display().to_string(),
+        key.display().to_string(),
+        certified.cert.der().clone(),
+    )
+}
+
+/// The same over TLS with ALPN h2: a preface-only connection gets GOAWAY after
+/// `header_read_timeout` and is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_over_tls_is_closed() {
+    let (_jwks, _upstream, cfg) = fixture().await;
+    let dir = TempDir::new("tls");
+    let (cert, key, der) = self_signed(&dir);
+    let cfg = short_timeouts(cfg)
+        .set("server", "tls_cert_file", &support::toml_str(&cert))
+        .set("server", "tls_key_file", &support::toml_str(&key));
+    let gw = Gateway::start(cfg).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).expect("trust the test certificate");
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(gw.proxy_addr)
+        .await
+        .expect("connect");
+    let name = ServerName::try_from("127.0.0.1").expect("server name");
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let start = Instant::now();
+    tls.write_all(h2client::PREFACE).await.expect("preface");
+    tls.write_all(&h2client::settings(&[]))
+        .await
+        .expect("settings");
+    tls.flush().await.expect("flush");
+
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout_at(start + squat::WATCH, tls.read(&mut buf)).await {
+            Err(_) => break None,
+            Ok(Ok(0) | Err(_)) => break Some(start.elapsed()),
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+        }
+    };
+    let closed = closed.expect("a preface-only HTTP/2 connection over TLS is still open");
+    assert!(
+        closed >= HEAD && closed <= HEAD + GRACE + SLACK,
+        "closed after {closed:?}"
+    );
+    let kinds = frame_kinds(&received);
+    assert!(kinds.contains(&GOAWAY), "no GOAWAY over TLS: {kinds:?}");
+}
+
+fn frame_kinds(mut bytes: &[u8]) -> Vec<u8> {
+    let mut kinds = Vec::new();
+    while bytes.len() >= 9 {
+        let len =
+            (usize::from(bytes[0]) << 16) | (usize::from(bytes[1]) << 8) | usize::from(bytes[2]);
+        kinds.push(bytes[3]);
+        bytes = &bytes[(9 + len).min(bytes.len())..];
+    }
+    kinds
+}
+
+/// HTTP/1 keep-alive connections idle between requests are closed by `header_read_timeout` on
+/// the proxy port (hyper restarts its head timer after each response) and on the admin port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http1_keep_alive_is_closed_on_both_ports() {
+    let (_jwks, _upstream, cfg) = fixture().await;
+    let gw = Gateway::start(short_timeouts(cfg)).await;
+    let proxy_request = format!(
+        "GET /Users HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {}\r\n\r\n",
+        token()
+    );
+    for (port, addr, request) in [
+        ("proxy", gw.proxy_addr, proxy_request.as_str()),
+        (
+            "admin",
+            gw.admin_addr,
+            "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n",
+        ),
+    ] {
+        let mut conn = RawConn::connect(addr).await.expect("connect");
+        // Two requests: the connection is kept alive between them.
+        for _ in 0..2 {
+            conn.send(request.as_bytes()).await.expect("send");
+            let r = conn
+                .response(Duration::from_secs(5))
+                .await
+                .expect("response");
+            assert_eq!(r.status, 200, "{port}");
+        }
+        let idle = Instant::now();
+        assert!(
+            conn.closed_within(HEAD + SLACK).await,
+            "{port}: an idle keep-alive connection outlived header_read_timeout"
+        );
+        assert!(
+            idle.elapsed() >= HEAD - Duration::from_millis(100),
+            "{port}: closed too early"
+        );
+    }
+}
+
+/// The admin port closes silent connections, partial prefaces and preface-only HTTP/2
+/// connections within `header_read_timeout` (+ the GOAWAY grace), like the proxy port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_closes_connections_that_do_no_work() {
+    let (_jwks, _upstream, cfg) = fixture().await;
+    let gw = Gateway::start(short_timeouts(cfg)).await;
+    let start = Instant::now();
+    let silent = squat::open(gw.admin_addr, &Kind::Silent)
+        .await
+        .expect("connect");
+    let preface = squat::open(gw.admin_addr, &Kind::Preface)
+        .await
+        .expect("connect");
+    let mut partial = tokio::net::TcpStream::connect(gw.admin_addr)
+        .await
+        .expect("connect");
+    partial.write_all(b"PRI * HT").await.expect("send");
+    let until = start + squat::WATCH;
+    let (silent, preface, partial) = tokio::join!(
+        squat::watch(silent, false, until),
+        squat::watch(preface, true, until),
+        squat::watch(partial, false, until),
+    );
+    assert_closed_between(
+        &silent,
+        start,
+        HEAD,
+        HEAD + SLACK,
+        "silent admin connection",
+    );
+    assert_closed_between(
+        &partial,
+        start,
+        HEAD,
+        HEAD + SLACK,
+        "partial preface on admin",
+    );
+    assert_closed_between(
+        &preface,
+        start,
+        HEAD,
+        HEAD + GRACE + SLACK,
+        "preface-only admin HTTP/2",
+    );
+    assert!(preface.saw(GOAWAY), "{preface:?}");
+    assert_eq!(gw.admin_get("/healthz").await.expect("healthz").status, 200);
+}
+
+/// The admin port holds at most 64 connections; beyond that a new connection is closed at once
+/// instead of waiting or growing memory, and /healthz is served again as soon as the holders
+/// time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_connection_cap() {
+    let (_jwks, _upstream, cfg) = fixture().await;
+    let gw = Gateway::start(short_timeouts(cfg)).await;
+    let total = 200;
+    let start = Instant::now();
+    let mut watches = Vec::new();
+    for _ in 0..total {
+        let stream = squat::open(gw.admin_addr, &Kind::Silent)
+            .await
+            .expect("connect");
+        watches.push(tokio::spawn(squat::watch(
+            stream,
+            false,
+            start + squat::WATCH,
+        )));
+    }
+    let mut at_once = 0;
+    for watch in watches {
+        let seen = watch.await.expect("watch task");
+        let closed = seen
+            .closed_at
+            .expect("every admin connection is closed in the end");
+        if closed.duration_since(start) < HEAD / 2 {
+            at_once += 1;
+        }
+    }
+    assert!(
+        at_once >= total - ADMIN_MAX_CONNECTIONS,
+        "only {at_once} of {total} admin connections over the cap of {ADMIN_MAX_CONNECTIONS} were closed at once"
+    );
+    assert_eq!(gw.admin_get("/healthz").await.expect("healthz").status, 200);
+    assert!(
+        gw.logs()
+            .iter()
+            .any(|l| l.contains("admin connection limit reached")),
+        "the saturation is logged"
+    );
+}
+
+/// HTTP/2 caller with a zero stream window: the response head arrives, the 8 MiB body cannot.
+/// At `request_timeout` + 1 s the stream is reset, the upstream connection is released, and
+/// the connection itself, then idle, is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_window_reader_releases_the_upstream() {
+    let (_jwks, upstream, gw) = heavy_fixture(short_timeouts).await;
+    let kind = Kind::ZeroWindow {
+        path: "/Users".into(),
+        token: token(),
+    };
+    let start = Instant::now();
+    let stream = squat::open(gw.proxy_addr, &kind).await.expect("connect");
+    let watch = tokio::spawn(squat::watch(stream, true, start + squat::WATCH));
+    assert!(
+        upstream.wait_open(|n| n == 1, Duration::from_secs(5)).await,
+        "the request never reached the upstream"
+    );
+    let released = upstream
+        .wait_open(|n| n == 0, REQUEST + GRACE + SLACK)
+        .await;
+    let held = start.elapsed();
+    let seen = watch.await.expect("watch task");
+    assert!(seen.saw(HEADERS), "no response head: {seen:?}");
+    assert_eq!(seen.data, 0, "the window was 0, yet DATA arrived");
+    assert!(
+        released,
+        "the upstream connection was still held {held:?} after the request (deadline {:?})",
+        REQUEST + GRACE
+    );
+    assert!(
+        held >= REQUEST,
+        "released after {held:?}, before request_timeout"
+    );
+    assert!(seen.saw(RST_STREAM), "the stream was not reset: {seen:?}");
+    assert_closed_between(
+        &seen,
+        start,
+        REQUEST + GRACE + HEAD,
+        REQUEST + GRACE + HEAD + GRACE + SLACK,
+        "zero-window connection",
+    );
+}
+
+/// HTTP/1 caller that stops reading the socket: its connection is closed at `request_timeout`
+/// + 1 s and the upstream connection released; the caller got only part of the 8 MiB body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_caller_that_stops_reading_releases_the_upstream() {
+    let (_jwks, upstream, gw) = heavy_fixture(short_timeouts).await;
+    let mut stream = tokio::net::TcpStream::connect(gw.proxy_addr)
+        .await
+        .expect("connect");
+    let start = Instant::now();
+    let request = format!(
+        "GET /Users HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {}\r\n\r\n",
+        token()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    assert!(
+        upstream.wait_open(|n| n == 1, Duration::from_secs(5)).await,
+        "the request never reached the upstream"
+    );
+    let released = upstream
+        .wait_open(|n| n == 0, REQUEST + GRACE + SLACK)
+        .await;
+    let held = start.elapsed();
+    assert!(
+        released,
+        "the upstream connection was still held {held:?} after the request (deadline {:?})",
+        REQUEST + GRACE
+    );
+    assert!(
+        held >= REQUEST,
+        "released after {held:?}, before request_timeout"
+    );
+    // Reading now drains what the kernel buffered, then the close.
+    let seen = squat::watch(stream, false, Instant::now() + Duration::from_secs(5)).await;
+    assert!(
+        seen.closed_at.is_some(),
+        "the connection is still open: {seen:?}"
+    );
+    assert!(
+        seen.bytes < 8 * 1024 * 1024,
+        "the whole body arrived ({} bytes): the caller was not slow enough to test anything",
+        seen.bytes
+    );
+}
