@@ -56,7 +56,7 @@ async fn heavy_fixture(
 
 fn assert_closed_between(seen: &Seen, start: Instant, low: Duration, high: Duration, what: &str) {
     let Some(at) = seen.closed_at else {
-        panic!("{what}: still open after {:?} ({seen:?})", high);
+        panic!("{what}: still open after {high:?} ({seen:?})");
     };
     let took = at.duration_since(start);
     assert!(
