@@ -18,7 +18,8 @@ use tokio::sync::{Semaphore, watch};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::server::{
-    Activity, Backoff, Bounds, Builders, Exchange, drive, log_ending, sniff, track,
+    Activity, Backoff, Bounds, Builders, Ending, Exchange, Protocol, Tracked, drive, log_ending,
+    sniff,
 };
 
 /// Admin connections open at once. Probes and scrapers need a handful; further connections
@@ -94,25 +95,38 @@ async fn connection(
         tracing::debug!(%peer, "admin connection sent no request in time");
         return;
     };
+    // Boxed once a request is coming, so a silent connection holds only the sniff.
+    let ending = Box::pin(serve_http(
+        TokioIo::new(stream),
+        protocol,
+        admin,
+        builders,
+        &mut stop,
+    ))
+    .await;
+    log_ending(peer, ending);
+}
+
+async fn serve_http(
+    io: TokioIo<TcpStream>,
+    protocol: Protocol,
+    admin: &Arc<Admin>,
+    builders: &Builders,
+    stop: &mut watch::Receiver<bool>,
+) -> Ending<Box<dyn std::error::Error + Send + Sync>> {
     let activity = Activity::new();
     let service = {
         let (admin, activity) = (Arc::clone(admin), Arc::clone(&activity));
         service_fn(move |req| {
-            let response = admin.route(&req);
-            track(&activity, std::future::ready(Ok::<_, Infallible>(response)))
+            let response = admin
+                .route(&req)
+                .map(|body| Tracked::new(body, activity.begin()));
+            std::future::ready(Ok::<_, Infallible>(response))
         })
     };
     let (builder, limits) = builders.get(protocol, false);
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    let ending = drive(
-        conn,
-        |c| c.graceful_shutdown(),
-        &activity,
-        limits,
-        &mut stop,
-    )
-    .await;
-    log_ending(peer, ending);
+    let conn = builder.serve_connection(io, service);
+    drive(conn, |c| c.graceful_shutdown(), &activity, limits, stop).await
 }
 
 impl Admin {

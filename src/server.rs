@@ -3,6 +3,7 @@
 mod accept;
 mod deadline;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Proxy};
 
 pub(crate) use accept::{Backoff, Protocol, sniff};
-pub(crate) use deadline::{Activity, Ending, Exchange, GRACE, Limits, StreamExec, drive, track};
+pub(crate) use deadline::{Activity, Ending, Exchange, GRACE, Limits, StreamExec, Tracked, drive};
 
 /// hyper's connection error.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -116,10 +117,12 @@ struct Listen {
 
 impl Listen {
     /// One connection from accept to close: TLS handshake or protocol sniff, then hyper under
-    /// the connection's deadlines.
+    /// the connection's deadlines. Until hyper has the connection, shutdown does not wait for
+    /// it. The task holds only the sniff until the peer shows a request: the handshake and the
+    /// hyper connection are boxed once they are needed, so that a connection sending nothing
+    /// costs a few hundred bytes rather than the largest state it could reach.
     async fn connection(&self, stream: TcpStream, conn: ConnInfo, mut stop: watch::Receiver<bool>) {
         let peer = conn.peer;
-        // Until hyper has the connection, shutdown must not wait for it.
         let ending = match &self.tls {
             None => {
                 let protocol = tokio::select! {
@@ -130,31 +133,43 @@ impl Listen {
                     tracing::debug!(%peer, "connection sent no request in time");
                     return;
                 };
-                self.serve(TokioIo::new(stream), protocol, false, conn, &mut stop)
-                    .await
+                let io = TokioIo::new(stream);
+                Box::pin(self.serve(io, protocol, false, conn, &mut stop)).await
             }
             Some(acceptor) => {
-                let handshake =
-                    tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-                let stream = tokio::select! {
-                    done = handshake => done.ok().and_then(Result::ok),
-                    _ = stop.wait_for(|stop| *stop) => None,
-                };
-                let Some(stream) = stream else {
+                let Some(ending) = Box::pin(self.tls(acceptor, stream, conn, &mut stop)).await
+                else {
                     tracing::debug!(%peer, "TLS handshake failed");
                     return;
                 };
-                // ALPN chose the protocol: no sniffing, so hyper's timeouts apply from the
-                // first byte.
-                let protocol = match stream.get_ref().1.alpn_protocol() {
-                    Some(b"h2") => Protocol::Http2,
-                    _ => Protocol::Http1,
-                };
-                self.serve(TokioIo::new(stream), protocol, true, conn, &mut stop)
-                    .await
+                ending
             }
         };
         log_ending(peer, ending);
+    }
+
+    /// A TLS connection: `None` if the handshake failed, timed out or shutdown began during it.
+    async fn tls(
+        &self,
+        acceptor: &TlsAcceptor,
+        stream: TcpStream,
+        conn: ConnInfo,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Ending<BoxError>> {
+        let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+        let stream = tokio::select! {
+            done = handshake => done.ok()?.ok()?,
+            _ = stop.wait_for(|stop| *stop) => return None,
+        };
+        // ALPN chose the protocol: no sniffing, so hyper's timeouts apply from the first byte.
+        let protocol = match stream.get_ref().1.alpn_protocol() {
+            Some(b"h2") => Protocol::Http2,
+            _ => Protocol::Http1,
+        };
+        Some(
+            self.serve(TokioIo::new(stream), protocol, true, conn, stop)
+                .await,
+        )
     }
 
     async fn serve<I>(
@@ -176,7 +191,14 @@ impl Listen {
             // per connection and reused by every request on it; ours cost an allocation and a
             // copy per request. The price is that each open connection holds the future's
             // space (about 3.7 KiB), idle ones too.
-            service_fn(move |req| track(&activity, Arc::clone(&proxy).handle(req, conn.clone())))
+            service_fn(move |req| {
+                let request = activity.begin();
+                let (proxy, conn) = (Arc::clone(&proxy), conn.clone());
+                async move {
+                    let response = proxy.handle(req, conn).await?;
+                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, request)))
+                }
+            })
         };
         let (builder, limits) = self.builders.get(protocol, alpn);
         let conn = builder.serve_connection(io, service);

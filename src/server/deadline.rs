@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Response;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -121,29 +120,24 @@ impl Drop for InProgress {
     }
 }
 
-/// Wraps a service future: the request counts as in progress from this call until its response
-/// body is finished or dropped.
-pub(crate) fn track<F, B, E>(
-    activity: &Arc<Activity>,
-    response: F,
-) -> impl Future<Output = Result<Response<Tracked<B>>, E>> + use<F, B, E>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    let guard = activity.begin();
-    async move {
-        let response = response.await?;
-        Ok(response.map(|body| Tracked {
-            body,
-            _request: guard,
-        }))
-    }
-}
-
 /// A response body that keeps its request counted as in progress while it lives.
+///
+/// A service takes the guard when hyper calls it and builds the pipeline's future inside its
+/// own `async` block: an `async` block that awaits a future it captured holds that future
+/// twice (captures and awaited futures get separate space), which doubled every HTTP/2
+/// stream's task.
 pub(crate) struct Tracked<B> {
     body: B,
     _request: InProgress,
+}
+
+impl<B> Tracked<B> {
+    pub(crate) fn new(body: B, request: InProgress) -> Self {
+        Self {
+            body,
+            _request: request,
+        }
+    }
 }
 
 impl<B: Body + Unpin> Body for Tracked<B> {
@@ -234,11 +228,10 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, stream: F) {
-        let deadline = Instant::now() + self.0.limit();
-        tokio::spawn(async move {
-            if tokio::time::timeout_at(deadline, stream).await.is_err() {
-                tracing::debug!("HTTP/2 stream reset: its exchange outlived its deadline");
-            }
-        });
+        // Spawned as it is: an `async` block around it would hold the stream twice.
+        tokio::spawn(tokio::time::timeout_at(
+            Instant::now() + self.0.limit(),
+            stream,
+        ));
     }
 }
