@@ -88,9 +88,11 @@ async fn idle_http2_connections_are_closed() {
         HEAD + GRACE + SLACK,
         "preface-only HTTP/2",
     );
+    // Measured from when the client had read the response, a moment after the server's idle
+    // spell began.
     let lived = idle_client.await.expect("h2 client task");
     assert!(
-        lived >= HEAD && lived <= HEAD + GRACE + SLACK,
+        lived >= HEAD - Duration::from_millis(100) && lived <= HEAD + GRACE + SLACK,
         "an idle HTTP/2 client connection lived {lived:?} after its request"
     );
 
