@@ -442,3 +442,379 @@ async fn http1_caller_that_stops_reading_releases_the_upstream() {
         seen.bytes
     );
 }
+
+/// A connection opened by [`open_many`]: when, and what it saw until the server closed it.
+type Watched = (Instant, tokio::task::JoinHandle<Seen>);
+
+/// Opens `n` connections of `kind` to `addr`, each watched until the server closes it or
+/// `until`. A connection the server closes before the client has written to it counts as closed
+/// on the spot when `refusable` (over the admin cap), and fails the test otherwise.
+///
+/// At most 64 connects are in flight, and every 16 the listener's accept queue (128 deep) is let
+/// drain below 32: a full queue drops SYNs, which the kernel retries only a second later, and
+/// the opening would then outlast the deadlines it is meant to precede.
+async fn open_many(
+    addr: std::net::SocketAddr,
+    kind: &Kind,
+    n: usize,
+    refusable: bool,
+    until: Instant,
+) -> Vec<Watched> {
+    let h2 = !matches!(kind, Kind::Silent);
+    let limit = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut opening = Vec::with_capacity(n);
+    for i in 0..n {
+        if i % 16 == 0 {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while support::procfs::accept_queue(addr.port()) >= 32 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        let permit = Arc::clone(&limit).acquire_owned().await.expect("semaphore");
+        let kind = kind.clone();
+        opening.push(tokio::spawn(async move {
+            let opened = Instant::now();
+            let stream = squat::open(addr, &kind).await;
+            drop(permit);
+            let seen = match stream {
+                Ok(stream) => tokio::spawn(squat::watch(stream, h2, until)),
+                Err(_) if refusable => tokio::spawn(std::future::ready(Seen {
+                    closed_at: Some(Instant::now()),
+                    ..Seen::default()
+                })),
+                Err(e) => panic!("{kind:?} to {addr}: {e}"),
+            };
+            (opened, seen)
+        }));
+    }
+    let mut watched = Vec::with_capacity(n);
+    for task in opening {
+        watched.push(task.await.expect("open task"));
+    }
+    watched
+}
+
+/// The highest `VmRSS` of a process since the last [`Peak::take`], sampled every 20 ms.
+struct Peak {
+    kib: Arc<std::sync::atomic::AtomicU64>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+impl Peak {
+    fn watch(pid: u32) -> Self {
+        let kib = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let k = Arc::clone(&kib);
+        let sampler = tokio::spawn(async move {
+            loop {
+                let rss = support::procfs::status_kib(pid, "VmRSS");
+                k.fetch_max(rss, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        Self { kib, sampler }
+    }
+
+    fn take(&self) -> u64 {
+        self.kib.swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Peak {
+    fn drop(&mut self) {
+        self.sampler.abort();
+    }
+}
+
+/// What one round of the resource test measured.
+struct RoundResult {
+    what: &'static str,
+    opened: Duration,
+    answered: Duration,
+    fds: usize,
+    peak_kib: u64,
+    late: Vec<String>,
+}
+
+/// 500 connections of each kind that does no work, on the proxy port and on the admin port,
+/// one kind per round: silent TCP, HTTP/2 preface with an empty SETTINGS frame, and HTTP/2
+/// readers with a zero window, whose streams each hold an upstream exchange (8 MiB responses
+/// on the proxy port). While a round's connections are all open, a valid request is answered
+/// within a second; every connection is closed within its documented deadline, every upstream
+/// connection is released, and the gateway's resident memory stays under 64 MiB throughout.
+/// The admin port holds 64 of each round's 500 and closes the rest at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_connections_are_bounded_and_closed() {
+    const PER_PORT: usize = 500;
+    const RSS_LIMIT_KIB: u64 = 64 * 1024;
+    // Long enough that all of a round's 1000 connections are open before the first is closed
+    // on a loaded two-core machine; the deadlines are the documented formulas.
+    const HEAD: Duration = Duration::from_secs(3);
+    const REQUEST: Duration = Duration::from_secs(3);
+    support::procfs::ensure_nofile(16 * 1024);
+    let jwks = JwksServer::start(mint::jwks(&[rsa_key(), ec_key()])).await;
+    let upstream = HeavyUpstream::start(8 * 1024 * 1024).await;
+    let cfg = GatewayConfig::new(&upstream.url(), &jwks.url())
+        .set("server", "header_read_timeout", "\"3s\"")
+        .set("server", "request_timeout", "\"3s\"");
+    let gw = Gateway::start(cfg).await;
+    let pid = gw.pid();
+    // Warm the token cache and the upstream pool before the baseline.
+    assert_eq!(gw.get("/Groups", Some(&token())).await.status, 200);
+    let base_kib = support::procfs::status_kib(pid, "VmRSS");
+    let peak = Peak::watch(pid);
+
+    let zero_window = |path: &str| Kind::ZeroWindow {
+        path: path.into(),
+        token: token(),
+    };
+    let rounds = [
+        ("silent", Kind::Silent, Kind::Silent, HEAD),
+        (
+            "HTTP/2 preface only",
+            Kind::Preface,
+            Kind::Preface,
+            HEAD + GRACE,
+        ),
+        (
+            "HTTP/2 zero window",
+            zero_window("/Users"),
+            zero_window("/metrics"),
+            // The stream is reset at its exchange deadline; then the connection is idle.
+            REQUEST + GRACE + HEAD + GRACE,
+        ),
+    ];
+    let mut results = Vec::new();
+    for (what, proxy_kind, admin_kind, deadline) in rounds {
+        let start = Instant::now();
+        let until = start + deadline + SLACK * 4;
+        let proxy = open_many(gw.proxy_addr, &proxy_kind, PER_PORT, false, until).await;
+        let admin = open_many(gw.admin_addr, &admin_kind, PER_PORT, true, until).await;
+        if matches!(proxy_kind, Kind::ZeroWindow { .. }) {
+            // Every proxy stream has its upstream exchange in progress (the warm-up's pooled
+            // connection may carry one of them).
+            assert!(
+                upstream.wait_open(|n| n >= PER_PORT, REQUEST).await,
+                "{what}: only {} upstream exchanges in progress",
+                upstream.open()
+            );
+        }
+        let opened = start.elapsed();
+        let fds = support::procfs::open_fds(pid);
+        let asked = Instant::now();
+        let r = gw.get("/Groups", Some(&token())).await;
+        let answered = asked.elapsed();
+        assert_eq!(r.status, 200, "{what}: the valid request");
+
+        let mut late = Vec::new();
+        let mut closed_early = 0;
+        let mut reset = 0;
+        let all_open = start + opened;
+        for (port, watched) in [("proxy", proxy), ("admin", admin)] {
+            for (at, seen) in watched {
+                let seen = seen.await.expect("watch task");
+                match seen.closed_at {
+                    Some(closed) if closed.duration_since(at) <= deadline + SLACK => {
+                        if port == "proxy" && closed < all_open {
+                            closed_early += 1;
+                        }
+                    }
+                    other => late.push(format!(
+                        "{port}: closed after {:?}",
+                        other.map(|closed| closed.duration_since(at))
+                    )),
+                }
+                if port == "proxy"
+                    && matches!(proxy_kind, Kind::ZeroWindow { .. })
+                    && seen.saw(HEADERS)
+                    && seen.saw(RST_STREAM)
+                    && seen.data == 0
+                {
+                    reset += 1;
+                }
+            }
+        }
+        // Measured with all of them open: none on the proxy port went before the last opened.
+        assert_eq!(
+            closed_early, 0,
+            "{what}: proxy connections were closed before all {PER_PORT} were open ({opened:?}); \
+             the memory figure would not be for all of them"
+        );
+        if matches!(proxy_kind, Kind::ZeroWindow { .. }) {
+            assert_eq!(
+                reset, PER_PORT,
+                "{what}: every proxy stream gets its head, no DATA, then RST_STREAM"
+            );
+        }
+        assert!(
+            upstream.wait_open(|n| n <= 1, SLACK).await,
+            "{what}: {} upstream connections still open",
+            upstream.open()
+        );
+        results.push(RoundResult {
+            what,
+            opened,
+            answered,
+            fds,
+            peak_kib: peak.take(),
+            late,
+        });
+    }
+
+    for r in &results {
+        eprintln!(
+            "{}: {PER_PORT} per port opened in {:?} ({} descriptors open in the gateway); \
+             valid request answered in {:?}; VmRSS peak {} KiB (baseline {base_kib} KiB)",
+            r.what, r.opened, r.fds, r.answered, r.peak_kib
+        );
+    }
+    for r in &results {
+        assert!(
+            r.late.is_empty(),
+            "{}: {} connections outlived their deadline, e.g. {:?}",
+            r.what,
+            r.late.len(),
+            &r.late[..r.late.len().min(5)]
+        );
+        assert!(
+            r.answered < Duration::from_secs(1),
+            "{}: a valid request took {:?}",
+            r.what,
+            r.answered
+        );
+        assert!(
+            r.fds >= PER_PORT + ADMIN_MAX_CONNECTIONS,
+            "{}: the gateway held only {} descriptors",
+            r.what,
+            r.fds
+        );
+        assert!(
+            r.peak_kib < RSS_LIMIT_KIB,
+            "{}: the gateway's RSS reached {} KiB",
+            r.what,
+            r.peak_kib
+        );
+    }
+}
+
+/// When the process runs out of file descriptors, both accept loops back off instead of
+/// spinning (EMFILE leaves the connection queued, so an immediate retry fails again): CPU time
+/// stays low while connections wait on both ports, the failure is logged once per episode, and
+/// /healthz and the proxy answer again once descriptors are free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_loops_back_off_when_descriptors_run_out() {
+    use support::procfs;
+    let (_jwks, _upstream, cfg) = fixture().await;
+    let gw = Gateway::start(cfg).await;
+    let pid = gw.pid();
+    // Room for 16 more descriptors, then exhaust them with silent connections (the default
+    // header_read_timeout of 10 s keeps them open), and queue more on both ports.
+    let limit = u64::try_from(procfs::open_fds(pid)).expect("fd count") + 16;
+    procfs::set_nofile(pid, limit);
+    let mut squatters = Vec::new();
+    for _ in 0..40 {
+        squatters.push(
+            squat::open(gw.proxy_addr, &Kind::Silent)
+                .await
+                .expect("connect proxy"),
+        );
+    }
+    for _ in 0..10 {
+        squatters.push(
+            squat::open(gw.admin_addr, &Kind::Silent)
+                .await
+                .expect("connect admin"),
+        );
+    }
+    // Wait until the gateway holds every descriptor it may.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while procfs::open_fds(pid) < usize::try_from(limit).expect("limit") {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not take the connections"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = procfs::cpu_seconds(pid);
+    let window = Duration::from_secs(2);
+    tokio::time::sleep(window).await;
+    let used = procfs::cpu_seconds(pid) - before;
+    let warnings = gw
+        .logs()
+        .iter()
+        .filter(|l| l.contains("accept failed"))
+        .count();
+    eprintln!(
+        "out of descriptors: {used:.3} s CPU in {window:?}; {warnings} \"accept failed\" lines"
+    );
+    assert!(
+        used < 0.25,
+        "the gateway used {used:.2} s of CPU in {window:?} while out of descriptors"
+    );
+    assert!(
+        (1..=4).contains(&warnings),
+        "{warnings} \"accept failed\" lines (expected one per listener and episode)"
+    );
+
+    // Descriptors come back: the queued connections are taken and closed, then both ports serve.
+    drop(squatters);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(r) = gw.admin_get("/healthz").await
+            && r.status == 200
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/healthz did not recover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(gw.get("/Users", Some(&token())).await.status, 200);
+}
+
+/// An upstream that answers every request with 200, a small JSON body and an `x-pad` header of
+/// `pad` bytes; returns its base URL.
+async fn padded_upstream(pad: usize) -> String {
+    use tokio::io::BufReader;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind padded upstream");
+    let addr = listener.local_addr().expect("padded upstream address");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut reader = BufReader::new(read);
+                while let Ok(Some(head)) = support::wire::read_head(&mut reader).await {
+                    let _ = support::wire::read_body(&mut reader, &head, false).await;
+                    let body = br#"{"totalResults":0,"Resources":[]}"#;
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/scim+json\r\nx-pad: {}\r\n\
+                         content-length: {}\r\n\r\n",
+                        "a".repeat(pad),
+                        body.len()
+                    );
+                    if write.write_all(response.as_bytes()).await.is_err()
+                        || write.write_all(body).await.is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}{}", support::upstream::BASE_PATH)
+}
+
+/// The upstream read buffer is 8 KiB (what a caller who stops reading can pin per exchange, at
+/// most twice): a response head that fits is forwarded, a larger one is a 502, as with nginx's
+/// default `proxy_buffer_size`. Before the bound, hyper read up to 400 KiB at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_response_head_is_bounded_by_the_read_buffer() {
+    let jwks = JwksServer::start(mint::jwks(&[rsa_key(), ec_key()])).await;
+    for (pad, status) in [(6 * 1024, 200), (12 * 1024, 502)] {
+        let upstream = padded_upstream(pad).await;
+        let gw = Gateway::start(GatewayConfig::new(&upstream, &jwks.url())).await;
+        let r = gw.get("/Users", Some(&token())).await;
+        assert_eq!(r.status, status, "a {pad}-byte upstream response header");
+    }
+}

@@ -13,13 +13,17 @@ use tokio::net::TcpListener;
 use super::upstream::BASE_PATH;
 use super::wire;
 
+const SMALL: &[u8] =
+    br#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:ListResponse"],"totalResults":0,"Resources":[]}"#;
+
 #[derive(Default)]
 struct Counters {
     open: AtomicUsize,
     requests: AtomicUsize,
 }
 
-/// Answers every request with 200 and `size` bytes of JSON-ish filler (Content-Length).
+/// Answers every request with 200 and `size` bytes of filler (Content-Length), except requests
+/// for `…/Groups…`, which get a small ListResponse (a caller's ordinary request).
 #[derive(Clone)]
 pub struct HeavyUpstream {
     addr: SocketAddr,
@@ -56,12 +60,17 @@ impl HeavyUpstream {
                     while let Ok(Some(head)) = wire::read_head(&mut reader).await {
                         let _ = wire::read_body(&mut reader, &head, false).await;
                         counters.requests.fetch_add(1, Ordering::SeqCst);
+                        let body: &[u8] = if head.start_line.contains("/Groups") {
+                            SMALL
+                        } else {
+                            &body
+                        };
                         let head = format!(
                             "HTTP/1.1 200 OK\r\ncontent-type: application/scim+json\r\ncontent-length: {}\r\n\r\n",
                             body.len()
                         );
                         if write.write_all(head.as_bytes()).await.is_err()
-                            || write.write_all(&body).await.is_err()
+                            || write.write_all(body).await.is_err()
                         {
                             break;
                         }

@@ -85,3 +85,24 @@ pub fn ensure_nofile(want: u64) {
     );
     set_nofile(me, want);
 }
+
+/// Connections waiting in the accept queue of the IPv4 socket listening on `port`
+/// (`/proc/net/tcp`: a LISTEN socket's rx_queue); 0 if there is none.
+pub fn accept_queue(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address = fields.nth(1)?;
+            let state = fields.nth(1)?;
+            let queues = fields.next()?;
+            if state != "0A" || !address.ends_with(&local) {
+                return None;
+            }
+            usize::from_str_radix(queues.split(':').nth(1)?, 16).ok()
+        })
+        .unwrap_or(0)
+}
