@@ -37,6 +37,12 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed instead of reused (hyper-util's default).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// HTTP/1.1 read buffer, which bounds both the response head (a larger one fails as the
+/// upstream being unavailable, like nginx's default `proxy_buffer_size`) and each read of the
+/// body. hyper's default grows reads to 400 KiB; a response the caller is not reading holds at
+/// most two reads (one queued for the caller, one in the buffer), so this is what a stalled
+/// caller pins per upstream exchange until its deadline.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
 
 /// Connections to one backend.
 pub struct Pool {
@@ -193,7 +199,11 @@ impl Pool {
             *lock(&self.shared.h2) = Some(sender.clone());
             return Ok(Conn::H2(sender));
         }
-        let (sender, conn) = http1::handshake(io).await.map_err(|e| upstream_error(&e))?;
+        let (sender, conn) = http1::Builder::new()
+            .max_buf_size(READ_BUFFER_BYTES)
+            .handshake(io)
+            .await
+            .map_err(|e| upstream_error(&e))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream connection ended");
