@@ -315,20 +315,41 @@ impl<B> ScreenedBody<B> {
                 Ok(Some(data))
             };
         }
-        self.held.extend_from_slice(&data);
-        if self.screen.found_in(&self.held) {
+        // A match lies wholly in `data`, or starts in the held tail (shorter than the longest
+        // form) and so ends within the first `longest - 1` bytes of `data`.
+        let longest = self.screen.longest;
+        let straddles = !self.held.is_empty() && {
+            let mut window = self.held.clone();
+            window.extend_from_slice(&data[..data.len().min(longest.saturating_sub(1))]);
+            self.screen.found_in(&window)
+        };
+        if straddles || self.screen.found_in(&data) {
             tracing::warn!("upstream response body held the service account key; stream cut");
             return Err(Box::new(Withheld::Key));
         }
-        let keep = if end {
-            0
-        } else {
-            self.screen.longest.saturating_sub(1)
-        };
-        if self.held.len() <= keep {
+        let total = self.held.len() + data.len();
+        let keep = if end { 0 } else { longest.saturating_sub(1) };
+        if total <= keep {
+            self.held.extend_from_slice(&data);
             return Ok(None);
         }
-        let out = self.held.split_to(self.held.len() - keep).freeze();
+        // What goes out is not copied through a growing buffer: a caller that stops reading
+        // leaves each stream's last chunk queued, so its size is what 500 such streams cost.
+        if keep > data.len() {
+            let out = self.held.split_to(total - keep).freeze();
+            self.held.extend_from_slice(&data);
+            return Ok(Some(out));
+        }
+        let cut = data.len() - keep;
+        let out = if self.held.is_empty() {
+            data.slice(..cut)
+        } else {
+            let mut out = BytesMut::with_capacity(self.held.len() + cut);
+            out.extend_from_slice(&self.held);
+            out.extend_from_slice(&data[..cut]);
+            out.freeze()
+        };
+        self.held = BytesMut::from(&data[cut..]);
         Ok(Some(out))
     }
 }

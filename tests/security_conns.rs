@@ -541,12 +541,14 @@ struct RoundResult {
 /// readers with a zero window, whose streams each hold an upstream exchange (8 MiB responses
 /// on the proxy port). While a round's connections are all open, a valid request is answered
 /// within a second; every connection is closed within its documented deadline, every upstream
-/// connection is released, and the gateway's resident memory stays under 64 MiB throughout.
+/// connection is released, and the gateway's resident memory stays under 64 MiB throughout
+/// (release build: `cargo test --release --test security_conns hostile`; the debug build that
+/// `cargo test` runs carries larger futures and frames and is held to 80 MiB).
 /// The admin port holds 64 of each round's 500 and closes the rest at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_connections_are_bounded_and_closed() {
     const PER_PORT: usize = 500;
-    const RSS_LIMIT_KIB: u64 = 64 * 1024;
+    const RSS_LIMIT_KIB: u64 = if cfg!(debug_assertions) { 80 } else { 64 } * 1024;
     // Long enough that all of a round's 1000 connections are open before the first is closed
     // on a loaded two-core machine; the deadlines are the documented formulas.
     const HEAD: Duration = Duration::from_secs(3);
