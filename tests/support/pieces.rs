@@ -8,7 +8,7 @@ use std::time::Duration;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
-use super::wire::{Exchange, read_response};
+use super::wire::{Exchange, read_until_closed};
 
 /// Writes `request` on a fresh connection in pieces of `piece` bytes (each its own segment:
 /// `TCP_NODELAY`, and a yield between writes), then reads responses until the server closes
@@ -80,24 +80,9 @@ where
         // Keep the write side open: a half-close would let the server drop pending work.
         std::future::pending::<()>().await;
     });
-    let mut reader = BufReader::new(read);
-    let mut responses = Vec::new();
-    let deadline = tokio::time::Instant::now() + timeout;
-    let closed = loop {
-        match tokio::time::timeout_at(deadline, read_response(&mut reader)).await {
-            Err(_) => break false,
-            Ok(Ok(Some(r))) => {
-                let incomplete = !r.body.complete;
-                responses.push(r);
-                if incomplete {
-                    break true;
-                }
-            }
-            Ok(Ok(None) | Err(_)) => break true,
-        }
-    };
+    let exchange = read_until_closed(&mut BufReader::new(read), timeout).await;
     writer.abort();
-    Ok(Exchange { responses, closed })
+    Ok(exchange)
 }
 
 /// A self-signed certificate for `localhost` and 127.0.0.1: (certificate PEM, key PEM, DER).

@@ -326,11 +326,21 @@ pub async fn exchange_all(
         std::future::pending::<()>().await;
         drop(write);
     });
-    let mut reader = tokio::io::BufReader::new(read);
+    let exchange = read_until_closed(&mut tokio::io::BufReader::new(read), timeout).await;
+    writer.abort();
+    Ok(exchange)
+}
+
+/// Reads responses by their own framing until the server closes the connection, a body
+/// breaks off, or `timeout` passes (then `closed` is false).
+pub async fn read_until_closed<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    timeout: Duration,
+) -> Exchange {
     let mut responses = Vec::new();
     let deadline = tokio::time::Instant::now() + timeout;
     let closed = loop {
-        match tokio::time::timeout_at(deadline, read_response(&mut reader)).await {
+        match tokio::time::timeout_at(deadline, read_response(reader)).await {
             Err(_) => break false,
             Ok(Ok(Some(r))) => {
                 let incomplete = !r.body.complete;
@@ -339,11 +349,10 @@ pub async fn exchange_all(
                     break true;
                 }
             }
-            Ok(Ok(None)) | Ok(Err(_)) => break true,
+            Ok(Ok(None) | Err(_)) => break true,
         }
     };
-    writer.abort();
-    Ok(Exchange { responses, closed })
+    Exchange { responses, closed }
 }
 
 /// One client connection driven step by step: write, read a response, check for close.
