@@ -7,7 +7,7 @@ use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::auth::AuthError;
-use crate::body::ProxyBody;
+use crate::body::ResponseBody;
 use crate::front::HeadError;
 use crate::metrics::Outcome;
 use crate::scim;
@@ -221,9 +221,9 @@ impl ProxyError {
     }
 
     /// The SCIM error response for this failure. The detail is generic: specifics go to the log.
-    pub fn into_response(self) -> Response<ProxyBody> {
+    pub fn into_response(self) -> Response<ResponseBody> {
         let parts = self.parts();
-        let mut response = Response::new(ProxyBody::full(scim::error_body(
+        let mut response = Response::new(ResponseBody::full(scim::error_body(
             parts.status,
             parts.detail,
         )));

@@ -40,7 +40,7 @@ use hyper::service::Service;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-use crate::body::ProxyBody;
+use crate::body::ResponseBody;
 use crate::error::ProxyError;
 use crate::headers;
 use crate::metrics::Metrics;
@@ -476,11 +476,11 @@ pub struct FrontService<S> {
 
 impl<S> Service<Request<Incoming>> for FrontService<S>
 where
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>,
+    S: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>,
 {
-    type Response = Response<ProxyBody>;
+    type Response = Response<ResponseBody>;
     type Error = Infallible;
-    type Future = Either<S::Future, Ready<Result<Response<ProxyBody>, Infallible>>>;
+    type Future = Either<S::Future, Ready<Result<Response<ResponseBody>, Infallible>>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         // hyper calls the service once per head it parsed, in order, and the front hands it
@@ -499,7 +499,7 @@ impl<S> FrontService<S> {
     /// The SCIM error for a refused head, with its metric and access line. The access line
     /// names what could be read of the request line: method `-` and an empty path when nothing
     /// could.
-    fn answer(&self, refusal: &Refusal) -> Response<ProxyBody> {
+    fn answer(&self, refusal: &Refusal) -> Response<ResponseBody> {
         let request_id = refusal
             .described
             .request_id

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use bytes::Bytes;
 
 use crate::auth::{AuthError, bearer, policy};
-use crate::body::ProxyBody;
+use crate::body::{RequestBody, ResponseBody};
 use crate::config::{PrefixMatch, Rule, ServiceAccount, Tenant};
 use crate::error::{ProxyError, RequestError};
 use crate::headers::{self, Forwarding};
@@ -72,7 +72,7 @@ impl Proxy {
         self: Arc<Self>,
         req: Request<Incoming>,
         conn: ConnInfo,
-    ) -> Result<Response<ProxyBody>, Infallible> {
+    ) -> Result<Response<ResponseBody>, Infallible> {
         let started = Instant::now();
         let rt = self.runtime.load_full();
         let request_id = headers::request_id(req.headers());
@@ -109,7 +109,7 @@ impl Proxy {
         request_id: &HeaderValue,
         record: &mut AccessRecord,
         deadline: Instant,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+    ) -> Result<Response<ResponseBody>, ProxyError> {
         let route = rt
             .route(req.uri().path())
             .ok_or(RequestError::UnknownTenant)?;
@@ -187,7 +187,7 @@ impl Proxy {
                 .unwrap_or(Err(ProxyError::RequestTimeout));
         }
         let screen = Arc::clone(&account.screen);
-        Ok(response.map(|body| ProxyBody::Upstream(ScreenedBody::new(body, screen))))
+        Ok(response.map(|body| ResponseBody::Upstream(ScreenedBody::new(body, screen))))
     }
 
     /// Steps 1–3: bearer token, verification, rule. The body is only read for `/Bulk` (after the
@@ -203,7 +203,7 @@ impl Proxy {
         body: Incoming,
         record: &mut AccessRecord,
         deadline: Instant,
-    ) -> Result<(&'rt Rule, ProxyBody), Refused> {
+    ) -> Result<(&'rt Rule, RequestBody), Refused> {
         let credential = bearer::bearer_credential(&parts.headers)?;
         let verified = match trt.verifier.lookup(credential) {
             Ok(hit) => hit,
@@ -232,9 +232,9 @@ impl Proxy {
                     tracing::debug!(error = %e, "bulk request refused");
                     RequestError::InvalidBulk
                 })?;
-            (ProxyBody::full(bytes), ops)
+            (RequestBody::read(bytes), ops)
         } else {
-            (ProxyBody::Caller(Limited::new(body, limit)), Vec::new())
+            (RequestBody::Streamed(Limited::new(body, limit)), Vec::new())
         };
         let rule = policy::authorize(&tenant.rules, &verified.claims, request, &bulk)?;
         record.allow(&rule.name, &rule.account.name);
@@ -248,13 +248,13 @@ impl Proxy {
 async fn advertise_bearer(
     response: Response<UpstreamBody>,
     account: &ServiceAccount,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Response<ResponseBody>, ProxyError> {
     const MAX: usize = 1024 * 1024;
     let (mut parts, body) = response.into_parts();
     let bytes = read_bounded(body, MAX).await?;
     let bytes = screen::screen_whole(&mut parts.headers, bytes, MAX, &account.screen)?;
     let out = scim::rewrite_service_provider_config(&bytes).unwrap_or(bytes);
-    Ok(Response::from_parts(parts, ProxyBody::full(out)))
+    Ok(Response::from_parts(parts, ResponseBody::full(out)))
 }
 
 /// A body scimgate must read before relaying (not 2xx, or not in the identity coding): read
@@ -262,7 +262,7 @@ async fn advertise_bearer(
 async fn screen_whole_body(
     response: Response<UpstreamBody>,
     account: &ServiceAccount,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Response<ResponseBody>, ProxyError> {
     /// Error documents and redirects are small; a 2xx that ignored `Accept-Encoding: identity`
     /// gets the same bound, decoded.
     const MAX: usize = 1024 * 1024;
@@ -271,7 +271,7 @@ async fn screen_whole_body(
     let bytes = screen::screen_whole(&mut parts.headers, bytes, MAX, &account.screen).inspect_err(
         |e| tracing::warn!(status = parts.status.as_u16(), error = %e, "upstream response withheld"),
     )?;
-    Ok(Response::from_parts(parts, ProxyBody::full(bytes)))
+    Ok(Response::from_parts(parts, ResponseBody::full(bytes)))
 }
 
 /// Reads an upstream body to its end, at most `max` bytes; trailers are dropped.

@@ -13,7 +13,7 @@ use http::{HeaderValue, Request, Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::time::Instant;
 
-use crate::body::ProxyBody;
+use crate::body::RequestBody;
 use crate::config::UpstreamConfig;
 use crate::tls::{TlsError, client_config};
 
@@ -82,7 +82,7 @@ impl Upstream {
     /// deadline), with one timer. Crate-private for that reason.
     pub(crate) fn forward(
         &self,
-        mut request: Request<ProxyBody>,
+        mut request: Request<RequestBody>,
         sent: Instant,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + '_ {
         request.headers_mut().insert(HOST, self.host.clone());

@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::body::ProxyBody;
+use crate::body::ResponseBody;
 use crate::metrics::Metrics;
 
 /// One request as the service saw it; `body` is `None` when reading it failed.
@@ -44,7 +44,7 @@ async fn serve(input: Vec<u8>, piece: usize, front: bool) -> (Vec<Seen>, Vec<u8>
                 target: parts.uri.to_string(),
                 body,
             });
-            Ok::<_, Infallible>(Response::new(ProxyBody::full("")))
+            Ok::<_, Infallible>(Response::new(ResponseBody::full("")))
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::{UpstreamError, describe};
-use crate::body::ProxyBody;
+use crate::body::RequestBody;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
@@ -57,11 +57,11 @@ struct Shared {
     /// collect at the front, where check-in trims them.
     idle: Mutex<Vec<Idle>>,
     /// The multiplexed connection, once ALPN has chosen HTTP/2.
-    h2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
+    h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
 }
 
 struct Idle {
-    sender: http1::SendRequest<ProxyBody>,
+    sender: http1::SendRequest<RequestBody>,
     since: Instant,
 }
 
@@ -74,14 +74,14 @@ pub struct UpstreamBody {
 
 /// An HTTP/1.1 connection on loan to one response.
 struct Checkin {
-    sender: http1::SendRequest<ProxyBody>,
+    sender: http1::SendRequest<RequestBody>,
     shared: Arc<Shared>,
 }
 
 /// A connection ready for one request.
 enum Conn {
-    H1(http1::SendRequest<ProxyBody>),
-    H2(http2::SendRequest<ProxyBody>),
+    H1(http1::SendRequest<RequestBody>),
+    H2(http2::SendRequest<RequestBody>),
 }
 
 impl Pool {
@@ -107,7 +107,7 @@ impl Pool {
     /// against it rather than reading the clock again.
     pub async fn send(
         &self,
-        mut request: Request<ProxyBody>,
+        mut request: Request<RequestBody>,
         sent: Instant,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         loop {
@@ -148,7 +148,7 @@ impl Pool {
     /// Ties the connection to the response body, or returns it at once when there is no body.
     fn lend(
         &self,
-        sender: http1::SendRequest<ProxyBody>,
+        sender: http1::SendRequest<RequestBody>,
         response: Response<Incoming>,
     ) -> Response<UpstreamBody> {
         let checkin = Checkin {
@@ -169,7 +169,7 @@ impl Pool {
     /// HTTP/2 carries the scheme and authority as pseudo-headers (RFC 9113 §8.3.1), which hyper
     /// takes from an absolute target: the configured ones, as dialled. HTTP/1.1 requests keep
     /// the origin form they came in (RFC 9112 §3.2.1), with the authority in `Host`.
-    fn absolute_form(&self, request: &mut Request<ProxyBody>) {
+    fn absolute_form(&self, request: &mut Request<RequestBody>) {
         let mut parts = http::uri::Parts::default();
         parts.scheme = self.dial.scheme().cloned();
         parts.authority = self.dial.authority().cloned();
@@ -238,7 +238,7 @@ impl Shared {
         }
     }
 
-    fn checkin(&self, sender: http1::SendRequest<ProxyBody>) {
+    fn checkin(&self, sender: http1::SendRequest<RequestBody>) {
         if sender.is_closed() {
             return;
         }
