@@ -12,6 +12,12 @@ pub mod policy;
 pub(crate) mod strict_json;
 pub mod verify;
 
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::metrics::DenyReason;
+
 /// Why a request was not authorized. Every variant is the client's fault except `KeysUnavailable`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -63,73 +69,38 @@ pub enum TokenRejection {
 }
 
 impl AuthError {
-    /// The fixed `reason` label of `scimgate_auth_decisions_total` and the audit line.
-    pub fn reason(self) -> &'static str {
+    /// The `reason` label of `scimgate_auth_decisions_total` and the audit line.
+    pub fn reason(self) -> DenyReason {
         match self {
-            Self::MissingToken => "missing_token",
-            Self::DuplicateAuthorization => "duplicate_authorization",
-            Self::InvalidToken(r) => r.reason(),
-            Self::NoMatchingRule => "no_rule",
-            Self::OperationDenied => "op_denied",
-            Self::KeysUnavailable => "jwks_unavailable",
-        }
-    }
-}
-
-impl AuthError {
-    /// Every error, one per `reason`: the deny series of `scimgate_auth_decisions_total` are
-    /// created from this at startup. It walks `next`, whose match the compiler holds to every
-    /// variant: a new variant does not compile until it is given its place in the walk.
-    pub fn all() -> impl Iterator<Item = Self> {
-        std::iter::successors(Some(Self::MissingToken), |e| e.next())
-    }
-
-    fn next(self) -> Option<Self> {
-        match self {
-            Self::MissingToken => Some(Self::DuplicateAuthorization),
-            Self::DuplicateAuthorization => Some(Self::InvalidToken(TokenRejection::Malformed)),
-            Self::InvalidToken(r) => {
-                Some(r.next().map_or(Self::NoMatchingRule, Self::InvalidToken))
+            Self::MissingToken => DenyReason::MissingToken,
+            Self::DuplicateAuthorization => DenyReason::DuplicateAuthorization,
+            Self::InvalidToken(TokenRejection::Malformed) => DenyReason::Malformed,
+            Self::InvalidToken(TokenRejection::TooLarge) => DenyReason::TooLarge,
+            Self::InvalidToken(TokenRejection::DisallowedAlgorithm) => {
+                DenyReason::DisallowedAlgorithm
             }
-            Self::NoMatchingRule => Some(Self::OperationDenied),
-            Self::OperationDenied => Some(Self::KeysUnavailable),
-            Self::KeysUnavailable => None,
+            Self::InvalidToken(TokenRejection::UnsupportedHeader) => DenyReason::UnsupportedHeader,
+            Self::InvalidToken(TokenRejection::UnknownKey) => DenyReason::UnknownKey,
+            Self::InvalidToken(TokenRejection::BadSignature) => DenyReason::BadSignature,
+            Self::InvalidToken(TokenRejection::Expired) => DenyReason::Expired,
+            Self::InvalidToken(TokenRejection::NotYetValid) => DenyReason::NotYetValid,
+            Self::InvalidToken(TokenRejection::LifetimeTooLong) => DenyReason::LifetimeTooLong,
+            Self::InvalidToken(TokenRejection::WrongIssuer) => DenyReason::WrongIssuer,
+            Self::InvalidToken(TokenRejection::WrongAudience) => DenyReason::WrongAudience,
+            Self::NoMatchingRule => DenyReason::NoRule,
+            Self::OperationDenied => DenyReason::OperationDenied,
+            Self::KeysUnavailable => DenyReason::JwksUnavailable,
         }
     }
 }
 
-impl TokenRejection {
-    /// The rejection after this one in `AuthError::all`.
-    fn next(self) -> Option<Self> {
-        match self {
-            Self::Malformed => Some(Self::TooLarge),
-            Self::TooLarge => Some(Self::DisallowedAlgorithm),
-            Self::DisallowedAlgorithm => Some(Self::UnsupportedHeader),
-            Self::UnsupportedHeader => Some(Self::UnknownKey),
-            Self::UnknownKey => Some(Self::BadSignature),
-            Self::BadSignature => Some(Self::Expired),
-            Self::Expired => Some(Self::NotYetValid),
-            Self::NotYetValid => Some(Self::LifetimeTooLong),
-            Self::LifetimeTooLong => Some(Self::WrongIssuer),
-            Self::WrongIssuer => Some(Self::WrongAudience),
-            Self::WrongAudience => None,
-        }
-    }
-
-    /// The fixed `reason` label for this rejection.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Self::Malformed => "malformed",
-            Self::TooLarge => "too_large",
-            Self::DisallowedAlgorithm => "disallowed_algorithm",
-            Self::UnsupportedHeader => "unsupported_header",
-            Self::UnknownKey => "unknown_key",
-            Self::BadSignature => "bad_signature",
-            Self::Expired => "expired",
-            Self::NotYetValid => "not_yet_valid",
-            Self::LifetimeTooLong => "lifetime_too_long",
-            Self::WrongIssuer => "wrong_issuer",
-            Self::WrongAudience => "wrong_audience",
-        }
-    }
+/// A token whose signature and claims passed every check: what the verifier returns and the
+/// validated-token cache holds.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    /// Shared so a cache hit costs a reference count, not a copy (the clone is the whole
+    /// cost of a hit: nothing here allocates).
+    pub claims: Arc<Map<String, Value>>,
+    /// SHA-256 of the token string: the cache key, and (its prefix) the access log's digest.
+    pub digest: [u8; 32],
 }

@@ -1,7 +1,7 @@
 //! The one place where a failed request becomes an HTTP response (design.md §5).
 //!
-//! Every match here is exhaustive over our own enums: adding a variant forces a decision on its
-//! status, challenge, detail and outcome label.
+//! [`ProxyError::answer`] is one exhaustive match over our own enums: adding a variant forces a
+//! decision on its status, challenge, detail and outcome label, in one place.
 
 use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
@@ -62,11 +62,12 @@ pub enum RequestError {
     PayloadTooLarge,
 }
 
-/// The pieces of an error response.
-struct ErrorResponse {
+/// How one failure is answered and counted.
+struct Answer {
     status: StatusCode,
     challenge: Option<&'static str>,
     detail: &'static str,
+    outcome: Outcome,
 }
 
 const CHALLENGE: &str = r#"Bearer realm="scimgate""#;
@@ -74,172 +75,180 @@ const CHALLENGE_INVALID: &str = r#"Bearer realm="scimgate", error="invalid_token
 const CHALLENGE_SCOPE: &str = r#"Bearer realm="scimgate", error="insufficient_scope""#;
 
 impl ProxyError {
-    /// The `outcome` label for metrics and the audit line.
-    pub fn outcome(&self) -> Outcome {
-        match self {
-            Self::Auth(AuthError::MissingToken) => Outcome::MissingToken,
-            Self::Auth(AuthError::DuplicateAuthorization) => Outcome::BadRequest,
-            Self::Auth(AuthError::InvalidToken(_)) => Outcome::InvalidToken,
-            Self::Auth(AuthError::NoMatchingRule | AuthError::OperationDenied) => {
-                Outcome::Forbidden
-            }
-            Self::Auth(AuthError::KeysUnavailable) => Outcome::JwksUnavailable,
-            Self::Request(
-                RequestError::BadTarget
-                | RequestError::InvalidBulk
-                | RequestError::AmbiguousPath
-                | RequestError::MethodOverride,
-            ) => Outcome::BadRequest,
-            Self::Request(RequestError::NotFound) => Outcome::NotFound,
-            Self::Request(RequestError::UnsupportedMediaType) => Outcome::UnsupportedMediaType,
-            Self::Request(RequestError::MethodNotAllowed) => Outcome::MethodNotAllowed,
-            Self::Request(RequestError::UnknownTenant) => Outcome::UnknownTenant,
-            Self::Head(HeadError::Malformed | HeadError::Target | HeadError::Framing) => {
-                Outcome::BadRequest
-            }
-            Self::Head(HeadError::TooLarge) => Outcome::HeadersTooLarge,
-            Self::Request(RequestError::PayloadTooLarge)
-            | Self::Upstream(UpstreamError::BodyTooLarge) => Outcome::PayloadTooLarge,
-            Self::Upstream(UpstreamError::Unavailable(_)) => Outcome::UpstreamUnavailable,
-            Self::Upstream(UpstreamError::Timeout) => Outcome::UpstreamTimeout,
-            Self::UpstreamRejectedCredential => Outcome::UpstreamRejectedCredential,
-            Self::UpstreamWithheld(_) => Outcome::UpstreamWithheld,
-            Self::RequestTimeout => Outcome::RequestTimeout,
-        }
-    }
-
-    fn parts(&self) -> ErrorResponse {
-        let (status, challenge, detail) = match self {
+    /// The one table from failure to response: status, RFC 6750 challenge, SCIM `detail`
+    /// (generic: specifics go to the log) and the `outcome` label.
+    fn answer(&self) -> Answer {
+        use StatusCode as S;
+        let (status, challenge, detail, outcome) = match self {
             Self::Auth(AuthError::MissingToken) => (
-                StatusCode::UNAUTHORIZED,
+                S::UNAUTHORIZED,
                 Some(CHALLENGE),
                 "authentication required: send Authorization: Bearer <token>",
+                Outcome::MissingToken,
             ),
             Self::Auth(AuthError::InvalidToken(_)) => (
-                StatusCode::UNAUTHORIZED,
+                S::UNAUTHORIZED,
                 Some(CHALLENGE_INVALID),
                 "the bearer token is not valid",
+                Outcome::InvalidToken,
             ),
             Self::Auth(AuthError::NoMatchingRule | AuthError::OperationDenied) => (
-                StatusCode::FORBIDDEN,
+                S::FORBIDDEN,
                 Some(CHALLENGE_SCOPE),
                 "the token does not grant access to this resource",
+                Outcome::Forbidden,
             ),
             Self::Auth(AuthError::DuplicateAuthorization) => (
-                StatusCode::BAD_REQUEST,
+                S::BAD_REQUEST,
                 None,
                 "send exactly one Authorization header",
+                Outcome::BadRequest,
             ),
             Self::Auth(AuthError::KeysUnavailable) => (
-                StatusCode::SERVICE_UNAVAILABLE,
+                S::SERVICE_UNAVAILABLE,
                 None,
                 "token verification is temporarily unavailable",
+                Outcome::JwksUnavailable,
             ),
             Self::Request(RequestError::AmbiguousPath) => (
-                StatusCode::BAD_REQUEST,
+                S::BAD_REQUEST,
                 None,
                 "ambiguous request path: dot or empty segments, encoded slashes or ; parameters are not forwarded",
+                Outcome::BadRequest,
             ),
-            Self::Request(RequestError::UnknownTenant) => {
-                (StatusCode::NOT_FOUND, None, "no tenant serves this path")
-            }
+            Self::Request(RequestError::UnknownTenant) => (
+                S::NOT_FOUND,
+                None,
+                "no tenant serves this path",
+                Outcome::UnknownTenant,
+            ),
             Self::Request(RequestError::NotFound) => (
-                StatusCode::NOT_FOUND,
+                S::NOT_FOUND,
                 None,
                 "not a SCIM endpoint: scimgate forwards only the endpoints of RFC 7644 section 3",
+                Outcome::NotFound,
             ),
             Self::Request(RequestError::MethodOverride) => (
-                StatusCode::BAD_REQUEST,
+                S::BAD_REQUEST,
                 None,
                 "method-override parameters are not forwarded: send the real method",
+                Outcome::BadRequest,
             ),
             Self::Request(RequestError::UnsupportedMediaType) => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                S::UNSUPPORTED_MEDIA_TYPE,
                 None,
                 "send the request body as uncompressed UTF-8 application/scim+json",
+                Outcome::UnsupportedMediaType,
             ),
             Self::Request(RequestError::InvalidBulk) => (
-                StatusCode::BAD_REQUEST,
+                S::BAD_REQUEST,
                 None,
                 "the /Bulk body must be a SCIM BulkRequest with method and path on every operation",
+                Outcome::BadRequest,
             ),
-            Self::Request(RequestError::BadTarget) => {
-                (StatusCode::BAD_REQUEST, None, "invalid request target")
-            }
-            Self::Request(RequestError::MethodNotAllowed) => {
-                (StatusCode::METHOD_NOT_ALLOWED, None, "method not allowed")
-            }
+            Self::Request(RequestError::BadTarget) => (
+                S::BAD_REQUEST,
+                None,
+                "invalid request target",
+                Outcome::BadRequest,
+            ),
+            Self::Request(RequestError::MethodNotAllowed) => (
+                S::METHOD_NOT_ALLOWED,
+                None,
+                "method not allowed",
+                Outcome::MethodNotAllowed,
+            ),
             Self::Head(HeadError::Malformed) => (
-                StatusCode::BAD_REQUEST,
+                S::BAD_REQUEST,
                 None,
                 "malformed request: the request line or a header field is not valid HTTP/1.1",
+                Outcome::BadRequest,
             ),
             Self::Head(HeadError::TooLarge) => (
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                S::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 None,
                 "request header section too large: at most 64 KiB and 100 fields",
+                Outcome::HeadersTooLarge,
             ),
             Self::Head(HeadError::Target) => (
-                StatusCode::BAD_REQUEST,
+                S::BAD_REQUEST,
                 None,
                 "invalid request target: percent-encode characters outside RFC 3986 in the path",
+                Outcome::BadRequest,
             ),
             Self::Head(HeadError::Framing) => (
-                StatusCode::BAD_REQUEST,
+                S::BAD_REQUEST,
                 None,
                 "ambiguous message framing: send one Content-Length, or Transfer-Encoding: chunked alone",
+                Outcome::BadRequest,
             ),
             Self::Request(RequestError::PayloadTooLarge)
             | Self::Upstream(UpstreamError::BodyTooLarge) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
+                S::PAYLOAD_TOO_LARGE,
                 None,
                 "request body too large",
+                Outcome::PayloadTooLarge,
             ),
-            Self::Upstream(UpstreamError::Unavailable(_)) => {
-                (StatusCode::BAD_GATEWAY, None, "upstream unavailable")
-            }
-            Self::Upstream(UpstreamError::Timeout) => {
-                (StatusCode::GATEWAY_TIMEOUT, None, "upstream timed out")
-            }
+            Self::Upstream(UpstreamError::Unavailable(_)) => (
+                S::BAD_GATEWAY,
+                None,
+                "upstream unavailable",
+                Outcome::UpstreamUnavailable,
+            ),
+            Self::Upstream(UpstreamError::Timeout) => (
+                S::GATEWAY_TIMEOUT,
+                None,
+                "upstream timed out",
+                Outcome::UpstreamTimeout,
+            ),
             Self::UpstreamWithheld(_) => (
-                StatusCode::BAD_GATEWAY,
+                S::BAD_GATEWAY,
                 None,
                 "the upstream's response was withheld",
+                Outcome::UpstreamWithheld,
             ),
             Self::UpstreamRejectedCredential => (
-                StatusCode::BAD_GATEWAY,
+                S::BAD_GATEWAY,
                 None,
                 "upstream rejected the service account credential",
+                Outcome::UpstreamRejectedCredential,
             ),
-            Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, None, "request timed out"),
+            Self::RequestTimeout => (
+                S::REQUEST_TIMEOUT,
+                None,
+                "request timed out",
+                Outcome::RequestTimeout,
+            ),
         };
-        ErrorResponse {
+        Answer {
             status,
             challenge,
             detail,
+            outcome,
         }
     }
 
-    /// The SCIM error response for this failure. The detail is generic: specifics go to the log.
-    pub fn into_response(self) -> Response<ResponseBody> {
-        let parts = self.parts();
+    /// The SCIM error response for this failure and its `outcome` label (for metrics and the
+    /// audit line). The detail is generic: specifics go to the log.
+    pub fn respond(self) -> (Outcome, Response<ResponseBody>) {
+        let answer = self.answer();
         let mut response = Response::new(ResponseBody::full(scim::error_body(
-            parts.status,
-            parts.detail,
+            answer.status,
+            answer.detail,
         )));
-        *response.status_mut() = parts.status;
+        *response.status_mut() = answer.status;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(scim::CONTENT_TYPE));
-        if let Some(challenge) = parts.challenge {
+        if let Some(challenge) = answer.challenge {
             headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
-        if parts.status == StatusCode::METHOD_NOT_ALLOWED {
+        if answer.status == StatusCode::METHOD_NOT_ALLOWED {
             headers.insert(
                 http::header::ALLOW,
                 HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE"),
             );
         }
-        response
+        (answer.outcome, response)
     }
 }
 
@@ -247,26 +256,48 @@ impl ProxyError {
 mod tests {
     use super::*;
     use crate::auth::TokenRejection;
+    use crate::screen::Withheld;
 
     #[test]
     fn challenges_follow_rfc6750() {
-        let r = ProxyError::Auth(AuthError::MissingToken).into_response();
+        let respond = |e: ProxyError| e.respond().1;
+        let r = respond(ProxyError::Auth(AuthError::MissingToken));
         assert_eq!(r.status(), 401);
         assert_eq!(r.headers()[WWW_AUTHENTICATE], r#"Bearer realm="scimgate""#);
         assert_eq!(r.headers()[CONTENT_TYPE], "application/scim+json");
-        let r = ProxyError::Auth(AuthError::InvalidToken(TokenRejection::Expired)).into_response();
+        let r = respond(ProxyError::Auth(AuthError::InvalidToken(
+            TokenRejection::Expired,
+        )));
         assert_eq!(
             r.headers()[WWW_AUTHENTICATE],
             r#"Bearer realm="scimgate", error="invalid_token""#
         );
-        let r = ProxyError::Auth(AuthError::NoMatchingRule).into_response();
+        let r = respond(ProxyError::Auth(AuthError::NoMatchingRule));
         assert_eq!(r.status(), 403);
         assert_eq!(
             r.headers()[WWW_AUTHENTICATE],
             r#"Bearer realm="scimgate", error="insufficient_scope""#
         );
-        let r = ProxyError::UpstreamRejectedCredential.into_response();
+        let r = respond(ProxyError::UpstreamRejectedCredential);
         assert_eq!(r.status(), 502);
         assert!(r.headers().get(WWW_AUTHENTICATE).is_none());
+    }
+
+    /// A response withheld because it held the key is its own outcome, so the alert on it
+    /// cannot be mistaken for (or drowned in) an unavailable upstream.
+    #[test]
+    fn a_leaked_key_is_counted_as_withheld() {
+        for withheld in [
+            Withheld::Key,
+            Withheld::TooLarge(1),
+            Withheld::Coding("br".into()),
+            Withheld::Read("x".into()),
+        ] {
+            let (outcome, response) = ProxyError::UpstreamWithheld(withheld).respond();
+            assert_eq!(outcome, Outcome::UpstreamWithheld);
+            assert_eq!(response.status(), 502);
+        }
+        let (outcome, _) = ProxyError::Upstream(UpstreamError::Unavailable("x".into())).respond();
+        assert_eq!(outcome, Outcome::UpstreamUnavailable);
     }
 }

@@ -311,10 +311,7 @@ impl Explanation {
             .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
             .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok());
         Self {
-            token_sha256: digest.as_ref()[..6]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            token_sha256: crate::text::hex(&digest.as_ref()[..6]),
             token_bytes: token.len(),
             request,
             unverified_claims,

@@ -517,8 +517,7 @@ impl<S> FrontService<S> {
         let mut record = AccessRecord::new(&line, &request_id, self.peer);
         let error = ProxyError::Head(refusal.error);
         record.fail(&error);
-        let outcome = error.outcome();
-        let mut response = error.into_response();
+        let (outcome, mut response) = error.respond();
         let fields = response.headers_mut();
         fields.insert(headers::REQUEST_ID, request_id);
         fields.insert(http::header::CONNECTION, HeaderValue::from_static("close"));

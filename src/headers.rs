@@ -198,8 +198,8 @@ pub fn fresh_request_id() -> HeaderValue {
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut text = [0u8; 32];
-    hex_into(&process.to_be_bytes(), &mut text[..16]);
-    hex_into(&mix(n ^ key).to_be_bytes(), &mut text[16..]);
+    crate::text::hex_into(&process.to_be_bytes(), &mut text[..16]);
+    crate::text::hex_into(&mix(n ^ key).to_be_bytes(), &mut text[16..]);
     HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
@@ -215,22 +215,6 @@ pub fn caller_host(uri: &http::Uri, headers: &HeaderMap) -> Option<HeaderValue> 
     match uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => headers.get(HOST).cloned(),
-    }
-}
-
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    let mut out = vec![0u8; bytes.len() * 2];
-    hex_into(bytes, &mut out);
-    String::from_utf8(out).unwrap_or_default()
-}
-
-/// Writes the lowercase hex of `bytes` into `out`, which holds twice as many bytes.
-fn hex_into(bytes: &[u8], out: &mut [u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
 }
 

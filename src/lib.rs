@@ -5,18 +5,21 @@
 //! caller's credential and forwards the request to the SCIM backend with that account's API key.
 //!
 //! ```text
-//! 1 bearer     auth/bearer.rs   exactly one Authorization: Bearer, token <= 8 KiB      -> 401 / 400
-//! 2 verify     auth/verify.rs   header policy, key by kid (auth/jwks.rs), signature,
-//!                               exp/nbf/iat/iss/aud, max lifetime                       -> 401 / 503
-//! 3 authorize  auth/policy.rs   first rule whose claim matches -> service account       -> 403
-//! 4 rewrite    headers.rs       strip caller credential, hop-by-hop, spoofable headers;
-//!                               set the account's credential and forwarding headers
-//! 5 forward    upstream.rs      pooled client, streamed bodies, timeouts                -> 502 / 504
-//! 6 record     proxy.rs         metrics + one access line at the single exit point
+//! route      proxy.rs, scim/     tenant by prefix; the path against the SCIM grammar    -> 404 / 400 / 405
+//! verify     auth/bearer.rs      exactly one Authorization: Bearer, token <= 8 KiB      -> 401 / 400
+//!            auth/verify.rs      header policy, key by kid (auth/jwks.rs), signature,
+//!                                exp/nbf/iat/iss/aud, max lifetime; auth/cache.rs       -> 401 / 503
+//! body       scim/bulk.rs        a /Bulk body read and every operation parsed           -> 400 / 413
+//! authorize  auth/policy.rs      first rule whose claim matches -> service account      -> 403
+//! rewrite    headers.rs          strip caller credential, hop-by-hop, spoofable headers;
+//!                                set the account's credential and forwarding headers
+//! forward    upstream.rs         pooled client, streamed bodies, one timer              -> 502 / 504
+//! screen     screen.rs           the key screened in response headers, trailers, bodies -> 502
+//! record     proxy.rs            metrics + one access line at the single exit point
 //! ```
 //!
-//! `proxy::Proxy::handle` runs the steps in order; `error::ProxyError` is the only mapping from
-//! failures to HTTP responses (SCIM error bodies, RFC 6750 challenges).
+//! `proxy::Proxy::pipeline` runs the steps in order over one request context; `error::ProxyError`
+//! is the only mapping from failures to HTTP responses (SCIM error bodies, RFC 6750 challenges).
 
 #![forbid(unsafe_code)]
 
@@ -40,5 +43,6 @@ pub mod screen;
 pub mod server;
 pub mod signal;
 pub mod telemetry;
+mod text;
 pub mod tls;
 pub mod upstream;

@@ -3,7 +3,7 @@
 //! Every series an alert can need exists from startup at 0: a counter created on first use
 //! appears at 1, and `increase(…)` over a series that did not exist before sees no increase. So
 //! each label whose values are a fixed set is enumerated here, from lists the compiler keeps
-//! complete (`label_enum!`, `AuthError::all`), and each tenant's series are created with the
+//! complete (`label_enum!`), and each tenant's series are created with the
 //! tenant. Series of tenants and rules a reload removed are dropped with them, so a gone
 //! tenant's JWKS gauges cannot keep an alert firing.
 
@@ -16,16 +16,16 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::auth::AuthError;
 use crate::config::Tenant;
 
-/// Declares a label enum, its label values and the list of all of them from one list of
-/// variants, so a variant cannot be added without its label value or be missing from `ALL`
-/// (and with it from the series created at startup).
+/// Declares a label enum, its label values, the list of all of them, and `$map<T>`: one `T` per
+/// value, built and read by exhaustive matches. From one list of variants, so a variant cannot
+/// be added without its label value, its place in `ALL` (and with it its series at startup), or
+/// its handle.
 macro_rules! label_enum {
     (
         $(#[$meta:meta])*
-        $vis:vis enum $name:ident {
+        $vis:vis enum $name:ident / $map:ident {
             $( $(#[$vmeta:meta])* $variant:ident => $label:literal, )+
         }
     ) => {
@@ -36,6 +36,7 @@ macro_rules! label_enum {
 
         impl $name {
             /// Every value, in declaration order.
+            #[allow(dead_code, reason = "not every label is walked")]
             pub const ALL: &'static [Self] = &[$(Self::$variant),+];
 
             /// The label value.
@@ -45,14 +46,34 @@ macro_rules! label_enum {
                 }
             }
         }
+
+        /// One value per label value, e.g. the resolved series of each.
+        #[allow(non_snake_case, reason = "fields are named after the variants they hold")]
+        $vis struct $map<T> {
+            $( $variant: T, )+
+        }
+
+        #[allow(dead_code, reason = "not every map is walked or built from a closure")]
+        impl<T> $map<T> {
+            /// `make(value)` for every value.
+            fn new(mut make: impl FnMut($name) -> T) -> Self {
+                Self { $( $variant: make($name::$variant), )+ }
+            }
+
+            /// The one for `value`.
+            fn get(&self, value: $name) -> &T {
+                match value {
+                    $( $name::$variant => &self.$variant, )+
+                }
+            }
+        }
     };
 }
 
 label_enum! {
     /// How a request ended: the `outcome` label and the audit line's `outcome` field.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    #[repr(usize)]
-    pub enum Outcome {
+    pub enum Outcome / PerOutcome {
         Forwarded => "forwarded",
         MissingToken => "missing_token",
         InvalidToken => "invalid_token",
@@ -80,8 +101,7 @@ label_enum! {
 label_enum! {
     /// Result of one JWKS fetch: the `result` label.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    #[repr(usize)]
-    pub enum JwksResult {
+    pub enum JwksResult / PerJwksResult {
         Ok => "ok",
         Unreachable => "unreachable",
         Timeout => "timeout",
@@ -92,19 +112,33 @@ label_enum! {
 }
 
 label_enum! {
-    /// Allow or deny: the `decision` label.
+    /// Why a request was denied: the `reason` label of `scimgate_auth_decisions_total` (with
+    /// `decision="deny"`) and the audit line's `reason`.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Decision {
-        Allow => "allow",
-        Deny => "deny",
+    pub enum DenyReason / PerDenyReason {
+        MissingToken => "missing_token",
+        DuplicateAuthorization => "duplicate_authorization",
+        Malformed => "malformed",
+        TooLarge => "too_large",
+        DisallowedAlgorithm => "disallowed_algorithm",
+        UnsupportedHeader => "unsupported_header",
+        UnknownKey => "unknown_key",
+        BadSignature => "bad_signature",
+        Expired => "expired",
+        NotYetValid => "not_yet_valid",
+        LifetimeTooLong => "lifetime_too_long",
+        WrongIssuer => "wrong_issuer",
+        WrongAudience => "wrong_audience",
+        NoRule => "no_rule",
+        OperationDenied => "op_denied",
+        JwksUnavailable => "jwks_unavailable",
     }
 }
 
 label_enum! {
     /// Result of a config reload: the `result` label.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    #[repr(usize)]
-    enum ReloadResult {
+    enum ReloadResult / PerReloadResult {
         Success => "success",
         Failure => "failure",
     }
@@ -113,11 +147,16 @@ label_enum! {
 /// The `reason` of an allowed request.
 const ALLOWED: &str = "ok";
 
+/// The count and duration series of one outcome.
+struct OutcomeSeries {
+    requests: IntCounter,
+    duration: Histogram,
+}
+
 /// The metric families. Cheap to share behind an `Arc`.
 pub struct Metrics {
     registry: Registry,
     upstream_duration: Histogram,
-    auth_decisions: IntCounterVec,
     rule_matches: IntCounterVec,
     jwks_fetches: IntCounterVec,
     jwks_keys: IntGaugeVec,
@@ -127,13 +166,11 @@ pub struct Metrics {
     config_last_reload: Gauge,
     connections_open: IntGauge,
     connections_max: IntGauge,
-    /// Label lookups hash strings under a lock: resolve the fixed ones once.
-    by_outcome: Vec<(IntCounter, Histogram)>,
+    /// Label lookups hash strings under a lock: the fixed series are resolved once.
+    by_outcome: PerOutcome<OutcomeSeries>,
     allowed: IntCounter,
-    /// `(reason, deny counter)` for every `AuthError::reason`.
-    denied: Vec<(&'static str, IntCounter)>,
-    /// Indexed by `ReloadResult`.
-    reloads: Vec<IntCounter>,
+    denied: PerDenyReason<IntCounter>,
+    reloads: PerReloadResult<IntCounter>,
     /// The tenants (and their rules) whose series exist, so `retain` can drop those no longer
     /// configured.
     labelled: Mutex<BTreeMap<String, BTreeSet<String>>>,
@@ -141,26 +178,9 @@ pub struct Metrics {
 
 /// One tenant's JWKS series, resolved once when its key cache is built.
 pub struct JwksMetrics {
-    /// Indexed by `JwksResult`.
-    fetches: Vec<IntCounter>,
+    fetches: PerJwksResult<IntCounter>,
     keys: IntGauge,
     last_success: Gauge,
-}
-
-// === impl JwksResult ===
-
-impl JwksResult {
-    pub fn of<T>(result: &Result<T, crate::auth::fetch::FetchError>) -> Self {
-        use crate::auth::fetch::FetchError;
-        match result {
-            Ok(_) => Self::Ok,
-            Err(FetchError::Unreachable(_)) => Self::Unreachable,
-            Err(FetchError::Timeout) => Self::Timeout,
-            Err(FetchError::Status(_)) => Self::BadStatus,
-            Err(FetchError::TooLarge) => Self::TooLarge,
-            Err(FetchError::Invalid(_)) => Self::Invalid,
-        }
-    }
 }
 
 // === impl Metrics ===
@@ -278,31 +298,17 @@ impl Metrics {
         ] {
             registry.register(collector)?;
         }
-        let by_outcome = Outcome::ALL
-            .iter()
-            .map(|o| {
-                (
-                    requests.with_label_values(&[o.as_str()]),
-                    request_duration.with_label_values(&[o.as_str()]),
-                )
-            })
-            .collect();
-        let allowed = auth_decisions.with_label_values(&[Decision::Allow.as_str(), ALLOWED]);
-        let mut denied: Vec<(&'static str, IntCounter)> = Vec::new();
-        for reason in AuthError::all().map(AuthError::reason) {
-            if !denied.iter().any(|(r, _)| *r == reason) {
-                let counter = auth_decisions.with_label_values(&[Decision::Deny.as_str(), reason]);
-                denied.push((reason, counter));
-            }
-        }
-        let reloads = ReloadResult::ALL
-            .iter()
-            .map(|r| config_reloads.with_label_values(&[r.as_str()]))
-            .collect();
+        let by_outcome = PerOutcome::new(|o| OutcomeSeries {
+            requests: requests.with_label_values(&[o.as_str()]),
+            duration: request_duration.with_label_values(&[o.as_str()]),
+        });
+        let allowed = auth_decisions.with_label_values(&["allow", ALLOWED]);
+        let denied =
+            PerDenyReason::new(|r| auth_decisions.with_label_values(&["deny", r.as_str()]));
+        let reloads = PerReloadResult::new(|r| config_reloads.with_label_values(&[r.as_str()]));
         Ok(Self {
             registry,
             upstream_duration,
-            auth_decisions,
             rule_matches,
             jwks_fetches,
             jwks_keys,
@@ -322,30 +328,23 @@ impl Metrics {
 
     /// One finished request.
     pub fn request(&self, outcome: Outcome, seconds: f64) {
-        if let Some((count, duration)) = self.by_outcome.get(outcome as usize) {
-            count.inc();
-            duration.observe(seconds);
-        }
+        let series = self.by_outcome.get(outcome);
+        series.requests.inc();
+        series.duration.observe(seconds);
     }
 
     pub fn upstream(&self, seconds: f64) {
         self.upstream_duration.observe(seconds);
     }
 
-    /// One authorization decision; `reason` comes from `AuthError::reason` or is `"ok"`.
-    pub fn auth_decision(&self, decision: Decision, reason: &'static str) {
-        match decision {
-            Decision::Allow if reason == ALLOWED => return self.allowed.inc(),
-            Decision::Deny => {
-                if let Some((_, counter)) = self.denied.iter().find(|(r, _)| *r == reason) {
-                    return counter.inc();
-                }
-            }
-            Decision::Allow => {}
-        }
-        self.auth_decisions
-            .with_label_values(&[decision.as_str(), reason])
-            .inc();
+    /// A request a rule authorized.
+    pub fn auth_allowed(&self) {
+        self.allowed.inc();
+    }
+
+    /// A request refused by authentication or authorization.
+    pub fn auth_denied(&self, reason: DenyReason) {
+        self.denied.get(reason).inc();
     }
 
     /// The counter of one of `tenant`'s rules. Rule names come from the validated config (unique
@@ -360,10 +359,9 @@ impl Metrics {
     pub fn jwks(&self, tenant: &str) -> JwksMetrics {
         self.remember(tenant, None);
         JwksMetrics {
-            fetches: JwksResult::ALL
-                .iter()
-                .map(|r| self.jwks_fetches.with_label_values(&[tenant, r.as_str()]))
-                .collect(),
+            fetches: PerJwksResult::new(|r| {
+                self.jwks_fetches.with_label_values(&[tenant, r.as_str()])
+            }),
             keys: self.jwks_keys.with_label_values(&[tenant]),
             last_success: self.jwks_last_success.with_label_values(&[tenant]),
         }
@@ -406,22 +404,20 @@ impl Metrics {
         }
     }
 
-    /// A config load: the startup one (`None`: timestamp only) or a reload (`Some(ok)`).
-    pub fn config_loaded(&self, reload: Option<bool>) {
-        let result = match reload {
-            Some(true) => ReloadResult::Success,
-            Some(false) => ReloadResult::Failure,
-            None => {
-                self.config_last_reload.set(unix(SystemTime::now()));
-                return;
-            }
-        };
-        if let Some(counter) = self.reloads.get(result as usize) {
-            counter.inc();
-        }
-        if result == ReloadResult::Success {
-            self.config_last_reload.set(unix(SystemTime::now()));
-        }
+    /// The config loaded at startup.
+    pub fn config_loaded(&self) {
+        self.config_last_reload.set(unix(SystemTime::now()));
+    }
+
+    /// A reload applied.
+    pub fn config_reloaded(&self) {
+        self.reloads.get(ReloadResult::Success).inc();
+        self.config_last_reload.set(unix(SystemTime::now()));
+    }
+
+    /// A reload refused; the config in force stays.
+    pub fn config_reload_failed(&self) {
+        self.reloads.get(ReloadResult::Failure).inc();
     }
 
     /// The connection limit the listener runs with.
@@ -430,21 +426,24 @@ impl Metrics {
             .set(i64::try_from(max).unwrap_or(i64::MAX));
     }
 
-    /// A proxy connection was accepted (`true`) or has ended (`false`).
-    pub fn connection(&self, opened: bool) {
-        if opened {
-            self.connections_open.inc();
-        } else {
-            self.connections_open.dec();
-        }
+    /// A proxy connection was accepted.
+    pub fn connection_opened(&self) {
+        self.connections_open.inc();
     }
 
-    pub fn token_cache(&self, hit: bool) {
-        if hit {
-            self.token_cache_hits.inc()
-        } else {
-            self.token_cache_misses.inc()
-        }
+    /// A proxy connection ended.
+    pub fn connection_closed(&self) {
+        self.connections_open.dec();
+    }
+
+    /// A token found in the validated-token cache.
+    pub fn token_cache_hit(&self) {
+        self.token_cache_hits.inc();
+    }
+
+    /// A well-formed token the cache (on, with keys loaded) did not hold.
+    pub fn token_cache_miss(&self) {
+        self.token_cache_misses.inc();
     }
 
     /// The Prometheus text exposition of every family.
@@ -463,9 +462,7 @@ impl Metrics {
 impl JwksMetrics {
     /// One fetch (or revalidation) and how it ended.
     pub fn fetch(&self, result: JwksResult) {
-        if let Some(counter) = self.fetches.get(result as usize) {
-            counter.inc();
-        }
+        self.fetches.get(result).inc();
     }
 
     /// The key set in use: `keys` usable keys, last confirmed by the endpoint at `confirmed`.
@@ -494,7 +491,7 @@ mod tests {
     fn registers_and_renders_every_family() {
         let m = Metrics::new().unwrap();
         m.request(Outcome::Forwarded, 0.01);
-        m.auth_decision(Decision::Deny, "expired");
+        m.auth_denied(DenyReason::Expired);
         m.jwks("default").fetch(JwksResult::Ok);
         let text = m.render();
         assert!(
@@ -529,10 +526,10 @@ mod tests {
             ));
         }
         expected.push("scimgate_auth_decisions_total{decision=\"allow\",reason=\"ok\"}".into());
-        for e in AuthError::all() {
+        for r in DenyReason::ALL {
             expected.push(format!(
                 "scimgate_auth_decisions_total{{decision=\"deny\",reason=\"{}\"}}",
-                e.reason()
+                r.as_str()
             ));
         }
         for r in JwksResult::ALL {
@@ -549,25 +546,25 @@ mod tests {
         for series in &expected {
             assert_eq!(value(&text, series), Some(0.0), "{series} in:\n{text}");
         }
-        // Distinct outcomes and reasons: one series each, none shadowing another.
-        let reasons: BTreeSet<&str> = AuthError::all().map(AuthError::reason).collect();
-        assert_eq!(reasons.len(), AuthError::all().count());
-        assert_eq!(m.denied.len(), reasons.len());
-        for (i, o) in Outcome::ALL.iter().enumerate() {
-            assert_eq!(*o as usize, i, "by_outcome is indexed by discriminant");
-        }
-        for (i, r) in JwksResult::ALL.iter().enumerate() {
-            assert_eq!(*r as usize, i);
-        }
+        // Distinct label values: one series each, none shadowing another.
+        let distinct =
+            |labels: Vec<&str>| labels.iter().collect::<BTreeSet<_>>().len() == labels.len();
+        assert!(distinct(Outcome::ALL.iter().map(|o| o.as_str()).collect()));
+        assert!(distinct(
+            DenyReason::ALL.iter().map(|r| r.as_str()).collect()
+        ));
+        assert!(distinct(
+            JwksResult::ALL.iter().map(|r| r.as_str()).collect()
+        ));
     }
 
     #[test]
     fn counts_land_on_the_resolved_series() {
         let m = Metrics::new().unwrap();
-        m.auth_decision(Decision::Deny, "no_rule");
-        m.auth_decision(Decision::Deny, "no_rule");
-        m.auth_decision(Decision::Allow, "ok");
-        m.config_loaded(Some(false));
+        m.auth_denied(DenyReason::NoRule);
+        m.auth_denied(DenyReason::NoRule);
+        m.auth_allowed();
+        m.config_reload_failed();
         let jwks = m.jwks("t");
         jwks.fetch(JwksResult::Timeout);
         jwks.loaded(

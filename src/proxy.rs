@@ -1,27 +1,27 @@
-//! The request pipeline, steps 1–6 in one place (see the crate docs for the diagram).
+//! The request pipeline: [`Proxy::handle`] runs the steps in order over one request's
+//! [`Exchange`]; each step is a short function that returns its step's error, and the one exit
+//! records the outcome (see the crate docs for the diagram).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 
 use arc_swap::ArcSwap;
-use http::{HeaderValue, Request, Response, StatusCode};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use tokio::time::Instant;
+use tokio::time::{Instant, timeout_at};
 
-use bytes::Bytes;
-
-use crate::auth::{AuthError, bearer, policy};
+use crate::auth::{AuthError, VerifiedToken, bearer, policy};
 use crate::body::{RequestBody, ResponseBody};
-use crate::config::{PrefixMatch, Rule, ServiceAccount, Tenant};
+use crate::config::{PrefixMatch, ServiceAccount, Tenant};
 use crate::error::{ProxyError, RequestError};
 use crate::headers::{self, Forwarding};
-use crate::metrics::{Decision, Metrics, Outcome};
+use crate::metrics::{Metrics, Outcome};
 use crate::runtime::{Runtime, TenantRuntime};
-use crate::scim::{self, Operation, Resource};
+use crate::scim::{self, Classified, Operation, Resource};
 use crate::screen::{self, ScreenedBody, Withheld};
 use crate::telemetry::AccessRecord;
 use crate::upstream::{UpstreamBody, UpstreamError};
@@ -39,6 +39,24 @@ pub struct ConnInfo {
 pub struct Proxy {
     runtime: ArcSwap<Runtime>,
     metrics: Arc<Metrics>,
+}
+
+/// One request's context as it moves through the steps: where it was routed, what it was
+/// parsed as, its deadline, and the audit record the steps fill in.
+struct Exchange<'a> {
+    runtime: &'a Runtime,
+    tenant: &'a Tenant,
+    tenant_runtime: &'a TenantRuntime,
+    metrics: &'a Metrics,
+    conn: ConnInfo,
+    /// The request as the grammar parsed it: this is what gets authorized.
+    request: Classified,
+    /// Where it goes: the tenant's upstream base path plus the parsed path and the query.
+    target: http::Uri,
+    /// `server.request_timeout` after arrival: bounds every step up to the response head.
+    deadline: Instant,
+    request_id: &'a HeaderValue,
+    record: &'a mut AccessRecord,
 }
 
 impl Proxy {
@@ -64,31 +82,32 @@ impl Proxy {
         self.runtime.load().is_ready()
     }
 
-    /// Runs one request through the pipeline and always produces a response (step 6 here:
-    /// metrics and the access line are written once, where the outcome is known). Never fails:
-    /// the `Result` is hyper's service contract. The future owns its `Arc` so the listener can
-    /// hand it to hyper as built, without an enclosing future to copy it into.
+    /// Runs one request through the pipeline and always produces a response. Never fails: the
+    /// `Result` is hyper's service contract. The future owns its `Arc` so the listener can hand
+    /// it to hyper as built, without an enclosing future to copy it into.
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         conn: ConnInfo,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let started = Instant::now();
-        let rt = self.runtime.load_full();
+        let runtime = self.runtime.load_full();
         let request_id = headers::request_id(req.headers());
         let mut record = AccessRecord::new(&req, &request_id, conn.peer);
-        // `server.request_timeout` bounds the pipeline up to the response head. Only the steps
-        // that can wait are timed against it (see `within`), so a request that never waits
-        // arms one timer, the upstream's.
-        let deadline = started + rt.config.server.request_timeout;
+        let deadline = started + runtime.config.server.request_timeout;
         let result = self
-            .authorize_and_forward(&rt, req, conn, &request_id, &mut record, deadline)
+            .pipeline(&runtime, req, conn, &request_id, &mut record, deadline)
             .await;
+        // Record: the one exit, where the outcome is known. One metric, one access line.
         let (outcome, mut response) = match result {
             Ok(response) => (Outcome::Forwarded, response),
             Err(error) => {
+                if let ProxyError::Auth(denied) = &error {
+                    self.metrics.auth_denied(denied.reason());
+                    record.reason = Some(denied.reason());
+                }
                 record.fail(&error);
-                (error.outcome(), error.into_response())
+                error.respond()
             }
         };
         response
@@ -100,145 +119,218 @@ impl Proxy {
         Ok(response)
     }
 
-    /// Steps 1–5. Each `?` ends the request with the step's error.
-    async fn authorize_and_forward(
+    /// The steps in order. Each `?` ends the request with that step's error.
+    async fn pipeline(
         &self,
-        rt: &Runtime,
+        runtime: &Runtime,
         req: Request<Incoming>,
         conn: ConnInfo,
         request_id: &HeaderValue,
         record: &mut AccessRecord,
         deadline: Instant,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let route = rt
+        // Route: the tenant, and the request parsed by the SCIM grammar (RFC 7644 §3). What
+        // is forwarded is what was parsed; anything else is refused before a token is read.
+        let mut exchange = Exchange::route(
+            runtime,
+            &self.metrics,
+            &req,
+            conn,
+            request_id,
+            record,
+            deadline,
+        )?;
+        let (parts, body) = req.into_parts();
+        // Verify: exactly one bearer token, its signature and claims (cached when valid).
+        let token = exchange.verify(&parts.headers).await?;
+        // Body: read and parsed only where scimgate must judge it (`/Bulk`); otherwise it
+        // streams, cut off at `server.max_body_bytes`.
+        let (body, bulk) = exchange.read_body(&parts.headers, body).await?;
+        // Authorize: the first rule whose claim matches and that permits every operation.
+        let account = exchange.authorize(&token, &bulk)?;
+        // Rewrite: the caller's credentials and hop-by-hop headers out, the account's key in.
+        let request = exchange.rewrite(parts, body, account);
+        // Forward: one timer bounds the backend's answer.
+        let response = exchange.forward(request).await?;
+        // Screen: nothing of the key leaves in any part of the response.
+        exchange.screen(response, account).await
+    }
+}
+
+impl<'a> Exchange<'a> {
+    /// The route step: the tenant whose prefix owns the path, and the request as its grammar
+    /// parses it.
+    fn route(
+        runtime: &'a Runtime,
+        metrics: &'a Metrics,
+        req: &Request<Incoming>,
+        conn: ConnInfo,
+        request_id: &'a HeaderValue,
+        record: &'a mut AccessRecord,
+        deadline: Instant,
+    ) -> Result<Self, RequestError> {
+        let route = runtime
             .route(req.uri().path())
             .ok_or(RequestError::UnknownTenant)?;
-        let (tenant, trt) = (route.tenant, route.runtime);
-        // What is forwarded is what the grammar parsed: refused here, before any token is read.
-        let (request, target) = check_request(rt, trt, &req, &route.matched)?;
+        let (request, target) = check_request(runtime, route.runtime, req, &route.matched)?;
         record.classify(&request);
-        let (mut parts, body) = req.into_parts();
-        let (account, body) = match self
-            .authorize(rt, tenant, trt, &parts, &request, body, record, deadline)
+        Ok(Self {
+            runtime,
+            tenant: route.tenant,
+            tenant_runtime: route.runtime,
+            metrics,
+            conn,
+            request,
+            target,
+            deadline,
+            request_id,
+            record,
+        })
+    }
+
+    /// The verify step: the bearer token, verified or found in the validated-token cache.
+    async fn verify(&mut self, headers: &HeaderMap) -> Result<VerifiedToken, ProxyError> {
+        let token = bearer::bearer_token(headers)?;
+        let verifier = &self.tenant_runtime.verifier;
+        let verified = timeout_at(self.deadline, verifier.verify(token))
             .await
-        {
-            Ok((rule, body)) => {
-                self.metrics.auth_decision(Decision::Allow, "ok");
-                trt.rule_matched(tenant, rule);
-                (Arc::clone(&rule.account), body)
+            .map_err(|_| ProxyError::RequestTimeout)??;
+        self.record.identify(&verified);
+        Ok(verified)
+    }
+
+    /// The body step. Only a `/Bulk` body is read (after the token verified), because each
+    /// of its operations needs permission; it is forwarded byte-exact as read.
+    async fn read_body(
+        &self,
+        headers: &HeaderMap,
+        body: Incoming,
+    ) -> Result<(RequestBody, Vec<Classified>), ProxyError> {
+        let limit =
+            usize::try_from(self.runtime.config.server.max_body_bytes).unwrap_or(usize::MAX);
+        if self.request.operation != Operation::Bulk {
+            return Ok((RequestBody::Streamed(Limited::new(body, limit)), Vec::new()));
+        }
+        if !judgeable_json(headers) {
+            return Err(RequestError::UnsupportedMediaType.into());
+        }
+        // Boxed: rare, and inline this future would enlarge every request's future, whose
+        // space hyper holds for every open connection.
+        let collect = Box::pin(timeout_at(
+            self.deadline,
+            Limited::new(body, limit).collect(),
+        ));
+        let bytes = match collect.await.map_err(|_| ProxyError::RequestTimeout)? {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<LengthLimitError>() => {
+                return Err(RequestError::PayloadTooLarge.into());
             }
-            Err(Refused::Auth(e)) => {
-                self.metrics.auth_decision(Decision::Deny, e.reason());
-                record.reason = Some(e.reason());
-                return Err(e.into());
-            }
-            Err(Refused::Request(e)) => return Err(e.into()),
-            Err(Refused::Timeout) => return Err(ProxyError::RequestTimeout),
+            Err(_) => return Err(RequestError::InvalidBulk.into()),
         };
+        let custom = &self.tenant.upstream.resource_types;
+        let operations = scim::bulk_operations(&bytes, custom).map_err(|e| {
+            tracing::debug!(error = %e, "bulk request refused");
+            RequestError::InvalidBulk
+        })?;
+        Ok((RequestBody::read(bytes), operations))
+    }
+
+    /// The authorize step: the first rule that matches the token and permits the request (and
+    /// every `/Bulk` operation) names the service account.
+    fn authorize(
+        &mut self,
+        token: &VerifiedToken,
+        bulk: &[Classified],
+    ) -> Result<&'a ServiceAccount, AuthError> {
+        let rule = policy::authorize(&self.tenant.rules, &token.claims, &self.request, bulk)?;
+        self.metrics.auth_allowed();
+        self.tenant_runtime.rule_matched(self.tenant, rule);
+        self.record.allow(&rule.name, &rule.account.name);
+        Ok(&rule.account)
+    }
+
+    /// The rewrite step: request headers by allow-list, the account's credential and the
+    /// forwarding headers set, the parsed target in place of the caller's.
+    fn rewrite(
+        &mut self,
+        mut parts: Parts,
+        body: RequestBody,
+        account: &ServiceAccount,
+    ) -> Request<RequestBody> {
         let forwarding = Forwarding {
-            forwarded_for: conn.forwarded_for,
-            https: conn.https,
+            forwarded_for: self.conn.forwarded_for.clone(),
+            https: self.conn.https,
             host: headers::caller_host(&parts.uri, &parts.headers),
-            request_id: request_id.clone(),
+            request_id: self.request_id.clone(),
         };
-        let mut dropped = record.wants_dropped_headers().then(Vec::new);
-        rt.header_policy
+        let mut dropped = self.record.wants_dropped_headers().then(Vec::new);
+        self.runtime
+            .header_policy
             .strip_request(&mut parts.headers, dropped.as_mut());
         if let Some(dropped) = dropped {
-            record.dropped_headers(&dropped);
+            self.record.dropped_headers(&dropped);
         }
-        headers::set_upstream_headers(&mut parts.headers, &account, &forwarding);
-        parts.uri = target;
-        // The caller may have spoken HTTP/2; the upstream connection's protocol is the pool's
-        // business (ALPN), and hyper refuses an HTTP/2-versioned request on HTTP/1.1.
+        headers::set_upstream_headers(&mut parts.headers, account, &forwarding);
+        parts.uri = std::mem::take(&mut self.target);
+        // The caller may have spoken HTTP/2; the upstream connection's protocol is the
+        // client's business (ALPN), and hyper refuses an HTTP/2-versioned request on HTTP/1.1.
         parts.version = http::Version::HTTP_11;
-        let upstream_request = Request::from_parts(parts, body);
-        // One timer bounds the exchange: `upstream.timeout`, or the request's deadline when that
-        // falls first (a short request_timeout, or a slow request body).
+        Request::from_parts(parts, body)
+    }
+
+    /// The forward step: the backend's response head, within `upstream.timeout` or the
+    /// request's deadline, whichever falls first (one timer).
+    async fn forward(
+        &self,
+        request: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        let upstream = &self.tenant_runtime.upstream;
         let sent = Instant::now();
-        let upstream_deadline = sent + trt.upstream.timeout();
-        let exchange = tokio::time::timeout_at(
-            deadline.min(upstream_deadline),
-            trt.upstream.forward(upstream_request, sent),
+        let upstream_deadline = sent + upstream.timeout();
+        let exchange = timeout_at(
+            self.deadline.min(upstream_deadline),
+            upstream.forward(request, sent),
         );
-        let mut response = match exchange.await {
+        let response = match exchange.await {
             Ok(response) => response?,
-            Err(_) if deadline < upstream_deadline => return Err(ProxyError::RequestTimeout),
+            Err(_) if self.deadline < upstream_deadline => return Err(ProxyError::RequestTimeout),
             Err(_) => return Err(UpstreamError::Timeout.into()),
         };
         self.metrics.upstream(sent.elapsed().as_secs_f64());
         if response.status() == StatusCode::UNAUTHORIZED {
             return Err(ProxyError::UpstreamRejectedCredential);
         }
+        Ok(response)
+    }
+
+    /// The screen step: response headers cleaned and screened for the key; a body scimgate
+    /// must read (not 2xx, coded, or the ServiceProviderConfig it rewrites) is read bounded and
+    /// screened whole, any other streams through the key screen.
+    async fn screen(
+        &self,
+        mut response: Response<UpstreamBody>,
+        account: &ServiceAccount,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
         headers::strip_response(response.headers_mut());
         account.screen.strip_headers(response.headers_mut());
-        // The body-reading steps are boxed: they are rare, and inline their futures would
-        // enlarge every request's future, whose space hyper holds for every open
-        // connection.
         let status = response.status();
-        if request.resource == Resource::ServiceProviderConfig && status == StatusCode::OK {
-            return within(deadline, Box::pin(advertise_bearer(response, &account)))
-                .await
-                .unwrap_or(Err(ProxyError::RequestTimeout));
+        // The body-reading paths are boxed for the same reason as the `/Bulk` read.
+        if self.request.resource == Resource::ServiceProviderConfig && status == StatusCode::OK {
+            let read = Box::pin(timeout_at(
+                self.deadline,
+                advertise_bearer(response, account),
+            ));
+            return read.await.unwrap_or(Err(ProxyError::RequestTimeout));
         }
         if screen::must_read(status, response.headers()) {
-            return within(deadline, Box::pin(screen_whole_body(response, &account)))
-                .await
-                .unwrap_or(Err(ProxyError::RequestTimeout));
+            let read = Box::pin(timeout_at(
+                self.deadline,
+                screen_whole_body(response, account),
+            ));
+            return read.await.unwrap_or(Err(ProxyError::RequestTimeout));
         }
         let screen = Arc::clone(&account.screen);
         Ok(response.map(|body| ResponseBody::Upstream(ScreenedBody::new(body, screen))))
-    }
-
-    /// Steps 1–3: bearer token, verification, rule. The body is only read for `/Bulk` (after the
-    /// token verified), whose operations each need permission; otherwise it streams untouched.
-    #[allow(clippy::too_many_arguments)]
-    async fn authorize<'rt>(
-        &self,
-        rt: &'rt Runtime,
-        tenant: &'rt Tenant,
-        trt: &'rt TenantRuntime,
-        parts: &http::request::Parts,
-        request: &scim::Classified,
-        body: Incoming,
-        record: &mut AccessRecord,
-        deadline: Instant,
-    ) -> Result<(&'rt Rule, RequestBody), Refused> {
-        let credential = bearer::bearer_credential(&parts.headers)?;
-        let verified = match trt.verifier.lookup(credential) {
-            Ok(hit) => hit,
-            // A miss checks a signature and may wait for keys: timed, and boxed because it is
-            // large and rare next to the hits.
-            Err(miss) => {
-                Box::pin(within(deadline, trt.verifier.verify(credential, miss))).await??
-            }
-        };
-        record.identify(&verified);
-        let limit = usize::try_from(rt.config.server.max_body_bytes).unwrap_or(usize::MAX);
-        let (body, bulk) = if request.operation == Operation::Bulk {
-            if !judgeable_json(&parts.headers) {
-                return Err(RequestError::UnsupportedMediaType.into());
-            }
-            let collect = Box::pin(Limited::new(body, limit).collect());
-            let bytes = match within(deadline, collect).await? {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) if e.is::<LengthLimitError>() => {
-                    return Err(RequestError::PayloadTooLarge.into());
-                }
-                Err(_) => return Err(RequestError::InvalidBulk.into()),
-            };
-            let ops =
-                scim::bulk_operations(&bytes, &tenant.upstream.resource_types).map_err(|e| {
-                    tracing::debug!(error = %e, "bulk request refused");
-                    RequestError::InvalidBulk
-                })?;
-            (RequestBody::read(bytes), ops)
-        } else {
-            (RequestBody::Streamed(Limited::new(body, limit)), Vec::new())
-        };
-        let rule = policy::authorize(&tenant.rules, &verified.claims, request, &bulk)?;
-        record.allow(&rule.name, &rule.account.name);
-        Ok((rule, body))
     }
 }
 
@@ -303,52 +395,6 @@ fn judgeable_json(headers: &http::HeaderMap) -> bool {
         !name.trim().eq_ignore_ascii_case("charset")
             || value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
     })
-}
-
-/// Why `authorize` refused: an authorization decision, a request we cannot authorize, or the
-/// request's deadline passing while it waited (for keys, or for a `/Bulk` body).
-enum Refused {
-    Auth(AuthError),
-    Request(RequestError),
-    Timeout,
-}
-
-impl From<Elapsed> for Refused {
-    fn from(_: Elapsed) -> Self {
-        Self::Timeout
-    }
-}
-
-/// The request deadline passed.
-struct Elapsed;
-
-/// `fut`, failed with [`Elapsed`] if it is still pending at `deadline`. Unlike
-/// `tokio::time::timeout_at`, the timer is only created once `fut` has to wait: the steps
-/// this guards (a signature check with the keys at hand, a small error body) usually finish on
-/// their first poll, and then cost no timer registration at all.
-async fn within<F: Future>(deadline: Instant, fut: F) -> Result<F::Output, Elapsed> {
-    let mut fut = std::pin::pin!(fut);
-    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(output) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Ok(output));
-        }
-        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        timer.as_mut().poll(cx).map(|()| Err(Elapsed))
-    })
-    .await
-}
-
-impl From<AuthError> for Refused {
-    fn from(e: AuthError) -> Self {
-        Self::Auth(e)
-    }
-}
-
-impl From<RequestError> for Refused {
-    fn from(e: RequestError) -> Self {
-        Self::Request(e)
-    }
 }
 
 /// Refusals that need no token: the request grammar (RFC 7644 §3), method overrides, request
@@ -433,27 +479,4 @@ fn overrides_method(query: &str) -> bool {
         // An undecodable name cannot be judged: refuse it too.
         scim::percent_decode(&raw.replace('+', " ")).is_none_or(|name| named(&name))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[tokio::test]
-    async fn within_passes_results_and_times_out_only_what_waits() {
-        let passed = Instant::now() - Duration::from_millis(1);
-        let later = Instant::now() + Duration::from_secs(60);
-        // Ready on the first poll: a result even when the deadline has passed (no timer).
-        assert!(matches!(within(passed, async { 7 }).await, Ok(7)));
-        // Has to wait, and the deadline has passed: timed out.
-        let waits = within(passed, std::future::pending::<()>());
-        assert!(waits.await.is_err());
-        // Waits once, then finishes well before its deadline.
-        let yields = within(later, async {
-            tokio::task::yield_now().await;
-            8
-        });
-        assert!(matches!(yields.await, Ok(8)));
-    }
 }

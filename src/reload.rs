@@ -1,5 +1,7 @@
-//! When to reload: on SIGHUP, and when the bytes of the config file or of any file it names
-//! (API keys, TLS certificate and key, `jwt.ca_file`, `upstream.ca_file`) change.
+//! Reloading: [`Reloader`] re-reads the config and swaps in a new generation, or changes
+//! nothing; [`Reloader::watch`] triggers it on SIGHUP and when the bytes of the config file or
+//! of any file it names (API keys, TLS certificate and key, `jwt.ca_file`, `upstream.ca_file`)
+//! change.
 //!
 //! Change detection reads the files' contents every `POLL_INTERVAL` rather than using inotify:
 //! Kubernetes updates ConfigMap and Secret volumes by swapping a `..data` symlink, which a file
@@ -11,49 +13,207 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::app::App;
-use crate::config::{Config, SecretSource};
+use tokio::task::JoinHandle;
+
+use crate::auth::discovery::DiscoveryError;
+use crate::auth::jwks::Jwks;
+use crate::config::{Config, ConfigError, SecretSource};
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::runtime::{Runtime, jwks_urls};
+use crate::tls::{ServerCert, TlsError};
 
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Runs forever (the caller aborts it at shutdown).
-pub async fn watch(app: Arc<App>) {
-    let mut hangup = hangup_signal();
-    let mut last = fingerprint(&app).await;
-    let mut tick = tokio::time::interval(POLL_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let forced = tokio::select! {
-            _ = tick.tick() => false,
-            _ = next_hangup(&mut hangup) => true,
-        };
-        let now = fingerprint(&app).await;
-        if !forced && now == last {
-            continue;
-        }
-        tracing::info!(
-            trigger = if forced { "SIGHUP" } else { "file change" },
-            "reloading configuration"
-        );
-        // After a failure remember the bytes seen, so a broken file is reported once rather
-        // than every tick; fixing it changes them again.
-        last = match app.reload().await {
-            Ok(()) => fingerprint(&app).await,
-            Err(_) => now,
-        };
-    }
+/// Why a reload was refused; the previous config stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    #[error("the new JWKS could not be loaded: {0}")]
+    Jwks(#[from] crate::auth::jwks::FetchError),
+    #[error("reading the files failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
-/// The fingerprint of the files the config in force depends on, read on the blocking pool.
-/// `None` only if that read could not run (the runtime is shutting down).
-async fn fingerprint(app: &App) -> Option<u64> {
-    let files = watched_files(app.source(), &app.config());
-    tokio::task::spawn_blocking(move || digest(&files))
-        .await
-        .ok()
+/// Applies config reloads to the running gateway, one at a time.
+pub struct Reloader {
+    proxy: Arc<Proxy>,
+    metrics: Arc<Metrics>,
+    cert: Option<Arc<ServerCert>>,
+    /// Where the config came from (`None`: environment only).
+    source: Option<PathBuf>,
+    /// The JWKS caches being refreshed in the background, each with its task.
+    refreshers: Mutex<Vec<(Arc<Jwks>, JoinHandle<()>)>>,
+    /// The generation in force; the lock serialises reloads (SIGHUP and file changes may
+    /// coincide).
+    reloading: tokio::sync::Mutex<u64>,
+}
+
+impl Reloader {
+    /// A reloader for the gateway serving generation 1 through `proxy`.
+    pub(crate) fn new(
+        proxy: Arc<Proxy>,
+        metrics: Arc<Metrics>,
+        cert: Option<Arc<ServerCert>>,
+        source: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            proxy,
+            metrics,
+            cert,
+            source,
+            refreshers: Mutex::new(Vec::new()),
+            reloading: tokio::sync::Mutex::new(1),
+        }
+    }
+
+    /// Re-reads the config (and with it every key, certificate and CA file), validates it and
+    /// swaps it in. On any error nothing changes (not the listener's certificate either) and the
+    /// failure is counted. In-flight requests finish on the generation they started with.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        let mut generation = self.reloading.lock().await;
+        let result = self.try_reload(*generation + 1).await;
+        match &result {
+            Ok(()) => {
+                *generation += 1;
+                self.metrics.config_reloaded();
+                tracing::info!(generation = *generation, "configuration reloaded");
+            }
+            Err(e) => {
+                // Series a failed attempt created for tenants or rules not in force go again.
+                self.metrics.retain(&self.proxy.runtime().config.tenants);
+                self.metrics.config_reload_failed();
+                tracing::error!(error = %e, "configuration reload failed; keeping the running configuration");
+            }
+        }
+        result
+    }
+
+    /// Builds everything new first; only when nothing is left that can fail does it install the
+    /// certificate and the runtime. File reads run on the blocking pool, so a Secret mount that
+    /// hangs holds one blocking thread, never a thread that serves requests.
+    async fn try_reload(&self, generation: u64) -> Result<(), ReloadError> {
+        let source = self.source.clone();
+        let serves_tls = self.cert.is_some();
+        let (config, key_pair) = tokio::task::spawn_blocking(move || {
+            let config = Config::load(source.as_deref())?;
+            let key_pair = match (&config.server.tls, serves_tls) {
+                (Some(files), true) => Some(ServerCert::read(&files.cert, &files.key)?),
+                _ => None,
+            };
+            Ok::<_, ReloadError>((config, key_pair))
+        })
+        .await??;
+        let current = self.proxy.runtime();
+        warn_about_restart_only_changes(&current.config, &config);
+        let jwks_urls = jwks_urls(&config).await?;
+        let (previous, metrics) = (Arc::clone(&current), Arc::clone(&self.metrics));
+        let runtime = tokio::task::spawn_blocking(move || {
+            Runtime::build(config, jwks_urls, Some(&previous), &metrics, generation)
+        })
+        .await??;
+        for tenant in &runtime.tenants {
+            if !current
+                .tenants
+                .iter()
+                .any(|old| Arc::ptr_eq(&old.jwks, &tenant.jwks))
+            {
+                // A new key source must work before it replaces the old one.
+                tenant.jwks.refresh().await?;
+            }
+        }
+        // Nothing below can fail.
+        if let (Some(cert), Some(pair)) = (&self.cert, key_pair) {
+            cert.install(pair);
+        }
+        self.proxy.swap(runtime);
+        self.ensure_refreshers();
+        self.metrics.retain(&self.proxy.runtime().config.tenants);
+        Ok(())
+    }
+
+    /// Keeps exactly one background refresh task per JWKS cache in use, stopping the others.
+    pub(crate) fn ensure_refreshers(&self) {
+        let wanted: Vec<Arc<Jwks>> = self
+            .proxy
+            .runtime()
+            .tenants
+            .iter()
+            .map(|t| Arc::clone(&t.jwks))
+            .collect();
+        let Ok(mut running) = self.refreshers.lock() else {
+            return;
+        };
+        running.retain(|(jwks, task)| {
+            let keep = wanted.iter().any(|w| Arc::ptr_eq(w, jwks));
+            if !keep {
+                task.abort();
+                jwks.retire();
+            }
+            keep
+        });
+        for jwks in wanted {
+            if !running.iter().any(|(r, _)| Arc::ptr_eq(r, &jwks)) {
+                jwks.go_live();
+                let task = tokio::spawn(Arc::clone(&jwks).run());
+                running.push((jwks, task));
+            }
+        }
+    }
+
+    /// Stops every background JWKS refresh (at shutdown).
+    pub(crate) fn stop_refreshers(&self) {
+        if let Ok(mut running) = self.refreshers.lock() {
+            for (_, task) in running.drain(..) {
+                task.abort();
+            }
+        }
+    }
+
+    /// Reloads on SIGHUP and on file changes. Runs until the caller aborts it (at shutdown).
+    pub(crate) async fn watch(self: Arc<Self>) {
+        let mut hangup = hangup_signal();
+        let mut last = self.fingerprint().await;
+        let mut tick = tokio::time::interval(POLL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let forced = tokio::select! {
+                _ = tick.tick() => false,
+                _ = next_hangup(&mut hangup) => true,
+            };
+            let now = self.fingerprint().await;
+            if !forced && now == last {
+                continue;
+            }
+            tracing::info!(
+                trigger = if forced { "SIGHUP" } else { "file change" },
+                "reloading configuration"
+            );
+            // After a failure remember the bytes seen, so a broken file is reported once rather
+            // than every tick; fixing it changes them again.
+            last = match self.reload().await {
+                Ok(()) => self.fingerprint().await,
+                Err(_) => now,
+            };
+        }
+    }
+
+    /// The fingerprint of the files the config in force depends on, read on the blocking
+    /// pool. `None` only if that read could not run (the runtime is shutting down).
+    async fn fingerprint(&self) -> Option<u64> {
+        let files = watched_files(self.source.as_deref(), &self.proxy.runtime().config);
+        tokio::task::spawn_blocking(move || digest(&files))
+            .await
+            .ok()
+    }
 }
 
 /// Every file the config depends on: the config itself and every file it names.
@@ -84,6 +244,32 @@ pub fn digest(files: &[PathBuf]) -> u64 {
         std::fs::read(file).ok().hash(&mut hasher);
     }
     hasher.finish()
+}
+
+fn warn_about_restart_only_changes(old: &Config, new: &Config) {
+    let changes = [
+        ("server.listen", old.server.listen != new.server.listen),
+        ("admin.listen", old.admin.listen != new.admin.listen),
+        (
+            "server.tls_cert_file",
+            old.server.tls.is_some() != new.server.tls.is_some(),
+        ),
+        (
+            "log",
+            old.log.level != new.log.level || old.log.format != new.log.format,
+        ),
+        ("server timeouts and limits", {
+            let (a, b) = (&old.server, &new.server);
+            a.header_read_timeout != b.header_read_timeout
+                || a.shutdown_grace != b.shutdown_grace
+                || a.max_connections != b.max_connections
+        }),
+    ];
+    for (key, changed) in changes {
+        if changed {
+            tracing::warn!(key, "changed setting takes effect only after a restart");
+        }
+    }
 }
 
 #[cfg(unix)]

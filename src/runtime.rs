@@ -9,6 +9,7 @@ use std::sync::Arc;
 use http::Uri;
 use prometheus::IntCounter;
 
+use crate::auth::discovery::{self, DiscoveryError};
 use crate::auth::jwks::Jwks;
 use crate::auth::verify::Verifier;
 use crate::config::{Config, JwtConfig, PrefixMatch, Rule, Tenant};
@@ -146,6 +147,15 @@ impl TenantRuntime {
             counter.inc();
         }
     }
+}
+
+/// Each tenant's JWKS URL, configured or discovered.
+pub(crate) async fn jwks_urls(config: &Config) -> Result<Vec<http::Uri>, DiscoveryError> {
+    let mut urls = Vec::with_capacity(config.tenants.len());
+    for tenant in &config.tenants {
+        urls.push(discovery::jwks_url(&tenant.jwt).await?);
+    }
+    Ok(urls)
 }
 
 /// A CA file's bytes (`None` when there is none, or it cannot be read: then building the client

@@ -239,7 +239,7 @@ struct Slot {
 
 impl Slot {
     fn new(permit: OwnedSemaphorePermit, metrics: Arc<Metrics>) -> Self {
-        metrics.connection(true);
+        metrics.connection_opened();
         Self {
             _permit: permit,
             metrics,
@@ -249,7 +249,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.metrics.connection(false);
+        self.metrics.connection_closed();
     }
 }
 

@@ -10,9 +10,9 @@ use http::{HeaderValue, Request, StatusCode};
 use serde_json::Value;
 use tracing_subscriber::EnvFilter;
 
-use crate::auth::verify::VerifiedToken;
+use crate::auth::VerifiedToken;
 use crate::config::{LogConfig, LogFormat};
-use crate::metrics::Outcome;
+use crate::metrics::{DenyReason, Outcome};
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `log.level`.
 pub fn init(config: &LogConfig) {
@@ -52,7 +52,7 @@ pub struct AccessRecord {
     pub token_sha256: Option<String>,
     pub rule: Option<String>,
     pub account: Option<String>,
-    pub reason: Option<&'static str>,
+    pub reason: Option<DenyReason>,
     pub error: Option<String>,
     /// Caller header names not forwarded (allow-list), comma-separated; only at debug level.
     dropped_headers: Option<String>,
@@ -104,7 +104,7 @@ impl AccessRecord {
         self.sub = claim("sub");
         self.client_id = claim("azp").or_else(|| claim("client_id"));
         self.jti = claim("jti");
-        self.token_sha256 = Some(crate::headers::hex(&token.digest[..6]));
+        self.token_sha256 = Some(crate::text::hex(&token.digest[..6]));
     }
 
     /// The SCIM operation and resource type the pipeline classified the request as.
@@ -158,7 +158,7 @@ impl AccessRecord {
             peer = %self.peer,
             status = status.as_u16(),
             outcome = outcome.as_str(),
-            reason = self.reason.unwrap_or(""),
+            reason = self.reason.map_or("", DenyReason::as_str),
             latency_ms = elapsed.as_secs_f64() * 1000.0,
             iss = self.iss.as_deref().unwrap_or(""),
             sub = self.sub.as_deref().unwrap_or(""),

@@ -13,43 +13,9 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// The scheme is case-insensitive and may be followed by one or more spaces (RFC 6750 §2.1,
 /// `1*SP`). A request with another scheme (`Basic`) carries no bearer credential, so it is
 /// `MissingToken` (RFC 6750 §3.1). The token must be a `b64token`; anything else is malformed.
+/// Every check runs on every request, before the token is looked up anywhere.
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
-    bearer_credential(headers)?.token()
-}
-
-/// The credential of a `Bearer` header, its length checked but not yet its syntax.
-///
-/// The proxy looks these bytes up in the validated-token cache before checking their syntax:
-/// only verified tokens are cached, keyed by the SHA-256 of their exact bytes, so bytes that
-/// hit once passed [`token`](Self::token), and a hit skips a scan of every byte.
-#[derive(Clone, Copy)]
-pub struct Credential<'a>(&'a [u8]);
-
-/// Shows the length only: the bytes are a bearer token.
-impl std::fmt::Debug for Credential<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credential({} bytes)", self.0.len())
-    }
-}
-
-impl<'a> Credential<'a> {
-    /// The raw bytes after the scheme, at most [`MAX_TOKEN_BYTES`].
-    pub fn bytes(&self) -> &'a [u8] {
-        self.0
-    }
-
-    /// The token, if it is a `b64token`.
-    pub fn token(&self) -> Result<&'a str, AuthError> {
-        if !is_b64token(self.0) {
-            return Err(AuthError::InvalidToken(TokenRejection::Malformed));
-        }
-        // is_b64token admits ASCII only, so this cannot fail; stay total anyway.
-        std::str::from_utf8(self.0).map_err(|_| AuthError::InvalidToken(TokenRejection::Malformed))
-    }
-}
-
-/// [`bearer_token`] up to, not including, the `b64token` check.
-pub fn bearer_credential(headers: &HeaderMap) -> Result<Credential<'_>, AuthError> {
+    let malformed = AuthError::InvalidToken(TokenRejection::Malformed);
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(AuthError::MissingToken);
@@ -60,7 +26,7 @@ pub fn bearer_credential(headers: &HeaderMap) -> Result<Credential<'_>, AuthErro
     let bytes = value.as_bytes();
     let Some(space) = bytes.iter().position(|&b| b == b' ') else {
         return Err(if bytes.eq_ignore_ascii_case(b"bearer") {
-            AuthError::InvalidToken(TokenRejection::Malformed)
+            malformed
         } else {
             AuthError::MissingToken
         });
@@ -72,7 +38,11 @@ pub fn bearer_credential(headers: &HeaderMap) -> Result<Credential<'_>, AuthErro
     if token.len() > MAX_TOKEN_BYTES {
         return Err(AuthError::InvalidToken(TokenRejection::TooLarge));
     }
-    Ok(Credential(token))
+    if !is_b64token(token) {
+        return Err(malformed);
+    }
+    // is_b64token admits ASCII only, so this cannot fail; stay total anyway.
+    std::str::from_utf8(token).map_err(|_| malformed)
 }
 
 fn trim_leading_spaces(mut bytes: &[u8]) -> &[u8] {
@@ -150,29 +120,6 @@ mod tests {
             bearer_token(&headers(&[b"Bearer a.b.c", b"Bearer a.b.c"])),
             Err(AuthError::DuplicateAuthorization)
         );
-    }
-
-    #[test]
-    fn credential_defers_only_the_b64token_check() {
-        let malformed = Err(AuthError::InvalidToken(TokenRejection::Malformed));
-        let h = headers(&[b"bearer  a b"]);
-        let credential = bearer_credential(&h).unwrap();
-        assert_eq!(credential.bytes(), b"a b");
-        assert_eq!(
-            format!("{credential:?}"),
-            "Credential(3 bytes)",
-            "never the token"
-        );
-        assert_eq!(credential.token(), malformed);
-        let h = headers(&[b"Bearer a.b.c"]);
-        assert_eq!(bearer_credential(&h).unwrap().token(), Ok("a.b.c"));
-        // Everything but the syntax is still decided up front.
-        let basic = headers(&[b"Basic a.b.c"]);
-        let scheme = bearer_credential(&basic).map(|c| c.bytes());
-        assert_eq!(scheme, Err(AuthError::MissingToken));
-        let big = headers(&[format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1)).as_bytes()]);
-        let size = bearer_credential(&big).map(|c| c.bytes());
-        assert_eq!(size, Err(AuthError::InvalidToken(TokenRejection::TooLarge)));
     }
 
     #[test]

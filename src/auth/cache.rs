@@ -17,7 +17,7 @@ use std::time::Duration;
 use aws_lc_rs::digest::{SHA256, digest};
 use serde_json::Value;
 
-use super::verify::VerifiedToken;
+use super::VerifiedToken;
 
 /// Entries are dropped after this long even if the token lives longer.
 const MAX_ENTRY_AGE: Duration = Duration::from_secs(600);

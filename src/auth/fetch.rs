@@ -78,7 +78,7 @@ pub async fn get(
         let response = client
             .request(request)
             .await
-            .map_err(|e| FetchError::Unreachable(error_chain(&e)))?;
+            .map_err(|e| FetchError::Unreachable(crate::text::error_chain(&e)))?;
         let (parts, body) = response.into_parts();
         let body = match Limited::new(body, limit).collect().await {
             Ok(collected) => collected.to_bytes(),
@@ -118,17 +118,6 @@ pub fn max_age(headers: &HeaderMap) -> Option<Duration> {
                 None
             }
         })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -154,7 +154,7 @@ impl Jwks {
     /// Fetches (or revalidates), parses and installs the key set. On error the previous keys stay.
     pub async fn refresh(&self) -> Result<Arc<KeySet>, FetchError> {
         let result = self.fetch_key_set().await;
-        self.metrics.fetch(JwksResult::of(&result));
+        self.metrics.fetch(fetch_result(&result));
         let set = result?;
         self.current.store(Some(Arc::clone(&set)));
         if self.live.load(Ordering::Acquire) {
@@ -283,6 +283,18 @@ impl Jwks {
         max_age
             .unwrap_or(self.refresh_interval)
             .clamp(self.min_refresh_interval, self.refresh_interval)
+    }
+}
+
+/// The `result` label of one fetch.
+fn fetch_result<T>(result: &Result<T, FetchError>) -> JwksResult {
+    match result {
+        Ok(_) => JwksResult::Ok,
+        Err(FetchError::Unreachable(_)) => JwksResult::Unreachable,
+        Err(FetchError::Timeout) => JwksResult::Timeout,
+        Err(FetchError::Status(_)) => JwksResult::BadStatus,
+        Err(FetchError::TooLarge) => JwksResult::TooLarge,
+        Err(FetchError::Invalid(_)) => JwksResult::Invalid,
     }
 }
 

@@ -14,11 +14,10 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
-use super::bearer::Credential;
-use super::cache::{TokenCache, TokenKey};
-use super::jwks::{Jwks, KeySet, VerifyKey};
+use super::cache::TokenCache;
+use super::jwks::{Jwks, VerifyKey};
 use super::strict_json::{StrictValue, parse_object};
-use super::{AuthError, TokenRejection};
+use super::{AuthError, TokenRejection, VerifiedToken};
 use crate::config::JwtConfig;
 use crate::metrics::Metrics;
 
@@ -33,23 +32,6 @@ const REJECTED_HEADER_PARAMS: &[&str] = &["crit", "cty", "enc", "zip", "b64"];
 pub struct TokenHeader {
     pub alg: Algorithm,
     pub kid: Option<String>,
-}
-
-/// A token whose signature and claims passed every check.
-#[derive(Debug, Clone)]
-pub struct VerifiedToken {
-    /// Shared so a cache hit costs a reference count, not a copy (the clone is the whole
-    /// cost of a hit: nothing here allocates).
-    pub claims: Arc<Map<String, Value>>,
-    /// SHA-256 of the token string: the cache key, and (its prefix) the access log's digest.
-    pub digest: [u8; 32],
-}
-
-/// What [`Verifier::lookup`] learned about a token it did not find, for [`Verifier::verify`].
-pub struct Uncached {
-    digest: TokenKey,
-    keys: Option<Arc<KeySet>>,
-    now: u64,
 }
 
 /// Verifies tokens against the JWKS cache and the `[jwt]` settings.
@@ -82,39 +64,21 @@ impl Verifier {
         }
     }
 
-    /// The credential's verification from the validated-token cache, when it holds one that
-    /// is still valid under the current keys. Never waits: a hit is the whole of step 2, and
-    /// needs no syntax check (see [`Credential`]).
-    pub fn lookup(&self, credential: Credential<'_>) -> Result<VerifiedToken, Uncached> {
+    /// Runs every check on a bearer token (as [`bearer_token`](super::bearer::bearer_token)
+    /// returned it, its syntax checked), or finds it in the validated-token cache. Waits only
+    /// for keys, and fetches them only through the JWKS cache's rate-limited paths.
+    pub async fn verify(&self, token: &str) -> Result<VerifiedToken, AuthError> {
         let now = now();
-        let digest = TokenCache::key(credential.bytes());
-        let keys = self.jwks.current();
-        if let Some(current) = &keys
-            && let Some(verified) = self.cache.get(&digest, current.generation, now)
-        {
-            self.metrics.token_cache(true);
-            return Ok(verified);
-        }
-        Err(Uncached { digest, keys, now })
-    }
-
-    /// Runs every check on a credential [`lookup`](Self::lookup) did not find, and caches it
-    /// when it passes. Fetches keys only through the JWKS cache's rate-limited paths.
-    pub async fn verify(
-        &self,
-        credential: Credential<'_>,
-        miss: Uncached,
-    ) -> Result<VerifiedToken, AuthError> {
-        let Uncached {
-            digest,
-            keys: current,
-            now,
-        } = miss;
-        let token = credential.token()?;
-        // Counted after the syntax check, so a miss is a well-formed token the cache lacked
-        // (asked only when it is on and keys are loaded).
-        if self.cache.is_enabled() && current.is_some() {
-            self.metrics.token_cache(false);
+        let digest = TokenCache::key(token);
+        let current = self.jwks.current();
+        if let Some(keys) = &current {
+            if let Some(verified) = self.cache.get(&digest, keys.generation, now) {
+                self.metrics.token_cache_hit();
+                return Ok(verified);
+            }
+            if self.cache.is_enabled() {
+                self.metrics.token_cache_miss();
+            }
         }
         let header =
             inspect_header(token, &self.checks.allowed).map_err(AuthError::InvalidToken)?;
