@@ -9,7 +9,6 @@ pub mod discovery;
 pub mod fetch;
 pub mod jwks;
 pub mod policy;
-pub(crate) mod strict_json;
 pub mod verify;
 
 use std::sync::Arc;

@@ -8,7 +8,6 @@ use http::{HeaderValue, Response, StatusCode};
 
 use crate::auth::AuthError;
 use crate::body::ResponseBody;
-use crate::front::HeadError;
 use crate::metrics::Outcome;
 use crate::scim;
 use crate::upstream::UpstreamError;
@@ -35,6 +34,23 @@ pub enum ProxyError {
     /// The whole exchange outlived `server.request_timeout` (usually a slow request body).
     #[error("request exceeded server.request_timeout")]
     RequestTimeout,
+}
+
+/// Why the HTTP/1 front (`front.rs`) refused a request head before hyper parsed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    /// Not an HTTP/1.x request head: request line, version, field syntax, obs-fold.
+    #[error("malformed request head")]
+    Malformed,
+    /// Over `MAX_HEAD_BYTES`, or more than 100 header fields.
+    #[error("request head over 64 KiB or 100 header fields")]
+    TooLarge,
+    /// The request target is not one we can pass on unambiguously (see `check_target`).
+    #[error("request target with bytes outside RFC 3986")]
+    Target,
+    /// Content-Length and Transfer-Encoding do not give one clear body length (RFC 9112 §6.3).
+    #[error("ambiguous message framing (Content-Length / Transfer-Encoding)")]
+    Framing,
 }
 
 /// Requests refused before authentication is even attempted.

@@ -41,7 +41,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 use crate::body::ResponseBody;
-use crate::error::ProxyError;
+use crate::error::{HeadError, ProxyError};
 use crate::headers;
 use crate::metrics::Metrics;
 use crate::telemetry::AccessRecord;
@@ -52,7 +52,7 @@ mod framing;
 mod head;
 
 use framing::{Framer, Scan};
-pub use head::{HeadError, MAX_HEAD_BYTES};
+pub use head::MAX_HEAD_BYTES;
 
 /// What hyper reads in place of a refused head: the connection's last request, answered by
 /// [`FrontService`] without reaching the proxy.

@@ -42,6 +42,7 @@ pub mod scim;
 pub mod screen;
 pub mod server;
 pub mod signal;
+pub(crate) mod strict_json;
 pub mod telemetry;
 mod text;
 pub mod tls;

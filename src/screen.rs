@@ -19,7 +19,9 @@ use http::{HeaderMap, HeaderName};
 use hyper::body::{Body, Frame, SizeHint};
 use memchr::memmem::Finder;
 
-use crate::body::BoxError;
+/// Errors inside bodies; the type of `body::BoxError`, named here so that the screen depends on
+/// no other module of the crate.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The key in the forms a backend might echo it in: as sent, percent-encoded (either hex case,
 /// with or without the unreserved punctuation), JSON-escaped (`\/`), and every run of at least

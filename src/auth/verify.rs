@@ -16,10 +16,10 @@ use serde_json::{Map, Value};
 
 use super::cache::TokenCache;
 use super::jwks::{Jwks, VerifyKey};
-use super::strict_json::{StrictValue, parse_object};
 use super::{AuthError, TokenRejection, VerifiedToken};
 use crate::config::JwtConfig;
 use crate::metrics::Metrics;
+use crate::strict_json::{StrictValue, parse_object};
 
 /// `typ` values accepted (RFC 7519 §5.1, RFC 9068 §2.1), compared case-insensitively.
 const ACCEPTED_TYP: &[&str] = &["jwt", "at+jwt", "application/at+jwt"];

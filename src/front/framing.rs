@@ -3,7 +3,8 @@
 //! chunked grammar, byte for byte. Where this reads the stream differently from hyper, it
 //! refuses first, so hyper never parses a head this module has not seen as one.
 
-use super::head::{self, Framing, HeadError};
+use super::head::{self, Framing};
+use crate::error::HeadError;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4): prior knowledge on a plaintext connection.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

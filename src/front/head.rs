@@ -7,6 +7,8 @@ use std::mem::MaybeUninit;
 
 use http::{HeaderMap, HeaderValue, Method, Uri};
 
+use crate::error::HeadError;
+
 /// Largest request head accepted, in bytes, before and after escaping. hyper's read buffer
 /// (`server.rs`, `max_buf_size`) must be at least this large, so that it never answers 431
 /// itself.
@@ -15,23 +17,6 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_FIELDS: usize = 100;
 /// Largest Content-Length hyper takes (its `DecodedLength::MAX_LEN`).
 const MAX_CONTENT_LENGTH: u64 = u64::MAX - 2;
-
-/// Why a head is refused. Each becomes a SCIM error response in `error.rs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum HeadError {
-    /// Not an HTTP/1.x request head: request line, version, field syntax, obs-fold.
-    #[error("malformed request head")]
-    Malformed,
-    /// Over `MAX_HEAD_BYTES`, or more than 100 header fields.
-    #[error("request head over 64 KiB or 100 header fields")]
-    TooLarge,
-    /// The request target is not one we can pass on unambiguously (see `check_target`).
-    #[error("request target with bytes outside RFC 3986")]
-    Target,
-    /// Content-Length and Transfer-Encoding do not give one clear body length (RFC 9112 §6.3).
-    #[error("ambiguous message framing (Content-Length / Transfer-Encoding)")]
-    Framing,
-}
 
 /// How a request's body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@
 use serde::de::DeserializeSeed;
 use serde_json::{Map, Value};
 
-use crate::auth::strict_json::{Names, StrictSeed};
+use crate::strict_json::{Names, StrictSeed};
 
 /// Why a body is not strict SCIM JSON. The detail is for logs, never for the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
