@@ -401,8 +401,8 @@ fn judgeable_json(headers: &http::HeaderMap) -> bool {
 /// content-codings, declared bodies over the limit. Returns the classified request and the
 /// upstream URI: the tenant's base with its `{account}` filled in, plus the rest of the path.
 fn check_request(
-    rt: &Runtime,
-    trt: &TenantRuntime,
+    runtime: &Runtime,
+    tenant_runtime: &TenantRuntime,
     req: &Request<Incoming>,
     matched: &PrefixMatch<'_>,
 ) -> Result<(scim::Classified, http::Uri), RequestError> {
@@ -410,7 +410,7 @@ fn check_request(
     if req.method() == http::Method::CONNECT || req.method() == http::Method::TRACE {
         return Err(RequestError::MethodNotAllowed);
     }
-    let custom = trt.upstream.resource_types();
+    let custom = tenant_runtime.upstream.resource_types();
     let request = scim::parse_request(req.method(), matched.rest, custom).map_err(|e| match e {
         scim::PathError::Ambiguous => RequestError::AmbiguousPath,
         scim::PathError::NotFound => RequestError::NotFound,
@@ -433,10 +433,10 @@ fn check_request(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > rt.config.server.max_body_bytes) {
+    if declared.is_some_and(|len| len > runtime.config.server.max_body_bytes) {
         return Err(RequestError::PayloadTooLarge);
     }
-    let target = trt
+    let target = tenant_runtime
         .upstream
         .target(matched.rest, req.uri().query(), matched.account)
         .ok_or(RequestError::BadTarget)?;

@@ -65,22 +65,25 @@ impl Runtime {
     ) -> Result<Self, TlsError> {
         let mut tenants = Vec::with_capacity(config.tenants.len());
         for (tenant, url) in config.tenants.iter().zip(jwks_urls) {
-            let prev = previous.and_then(|p| p.find(&tenant.name));
+            let old = previous.and_then(|p| p.find(&tenant.name));
             let jwt_ca = read_ca(tenant.jwt.ca_file.as_deref());
             let upstream_ca = read_ca(tenant.upstream.ca_file.as_deref());
-            let jwks = match prev {
-                Some((t, rt))
-                    if rt.jwks.url() == &url
-                        && same_key_source(&t.jwt, &tenant.jwt)
-                        && rt.jwt_ca == jwt_ca =>
+            let jwks = match old {
+                Some((old, old_runtime))
+                    if old_runtime.jwks.url() == &url
+                        && same_key_source(&old.jwt, &tenant.jwt)
+                        && old_runtime.jwt_ca == jwt_ca =>
                 {
-                    Arc::clone(&rt.jwks)
+                    Arc::clone(&old_runtime.jwks)
                 }
                 _ => Arc::new(Jwks::new(&tenant.jwt, url, metrics.jwks(&tenant.name))?),
             };
-            let upstream = match prev {
-                Some((t, rt)) if t.upstream == tenant.upstream && rt.upstream_ca == upstream_ca => {
-                    Arc::clone(&rt.upstream)
+            let upstream = match old {
+                Some((old, old_runtime))
+                    if old.upstream == tenant.upstream
+                        && old_runtime.upstream_ca == upstream_ca =>
+                {
+                    Arc::clone(&old_runtime.upstream)
                 }
                 _ => Arc::new(Upstream::new(&tenant.upstream)?),
             };
