@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
@@ -28,8 +27,26 @@ use issuer::Issuer;
 
 const DEMO_GROUP: &str = "scim-provisioners";
 
+/// Why the demo could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("demo signing key: {0}")]
+    Key(#[from] issuer::IssuerError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Start(#[from] crate::app::StartError),
+}
+
 /// Runs the demo until Ctrl-C or SIGTERM.
-pub async fn run() -> anyhow::Result<()> {
+pub async fn run() -> Result<(), DemoError> {
     let issuer = Arc::new(Issuer::generate("demo-key-1")?);
     let issuer_listener = TcpListener::bind("127.0.0.1:0").await?;
     let issuer_addr = issuer_listener.local_addr()?;
@@ -43,9 +60,13 @@ pub async fn run() -> anyhow::Result<()> {
 
     let api_key = format!("demo-api-key-{}", random_hex());
     let dir = std::env::temp_dir().join(format!("scimgate-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let written = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| DemoError::Write { path, source }
+    };
+    std::fs::create_dir_all(&dir).map_err(written(&dir))?;
     let key_file = dir.join("provisioner.key");
-    std::fs::write(&key_file, &api_key)?;
+    std::fs::write(&key_file, &api_key).map_err(written(&key_file))?;
     let config_file = dir.join("scimgate.toml");
     std::fs::write(
         &config_file,
@@ -56,7 +77,8 @@ pub async fn run() -> anyhow::Result<()> {
             upstream_addr,
             &key_file,
         ),
-    )?;
+    )
+    .map_err(written(&config_file))?;
     let config = Config::load(Some(&config_file))?;
     crate::telemetry::init(&config.log);
 

@@ -18,6 +18,35 @@ use crate::config::{Config, Rule, Tenant};
 use crate::metrics::Metrics;
 use crate::scim::{self, Classified, Operation};
 
+/// An [`ExplainError::Request`] with a formatted message.
+macro_rules! refused {
+    ($($arg:tt)*) => {
+        ExplainError::Request(format!($($arg)*))
+    };
+}
+
+/// Why `explain` gave no verdict (exit 2): the config, the keys, or a request scimgate refuses
+/// before it looks at a token. A denied token is not an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Discovery(#[from] crate::auth::discovery::DiscoveryError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot load the JWKS from {url}: {source}")]
+    Jwks {
+        url: http::Uri,
+        source: crate::auth::jwks::FetchError,
+    },
+    /// The question itself: a tenant, method or path scimgate would refuse or not route.
+    #[error("{0}")]
+    Request(String),
+}
+
 /// The request to judge the token for: what a client would send to scimgate.
 #[derive(Debug, Clone, Copy)]
 pub struct Question<'a> {
@@ -73,7 +102,7 @@ pub async fn explain(
     path: Option<&Path>,
     question: Question<'_>,
     token: &str,
-) -> anyhow::Result<Explanation> {
+) -> Result<Explanation, ExplainError> {
     let config = Config::load(path)?;
     let (tenant, judged, request) = route(&config, question)?;
     let metrics = std::sync::Arc::new(Metrics::new()?);
@@ -81,10 +110,10 @@ pub async fn explain(
     let jwks = Jwks::new(&tenant.jwt, url, metrics.jwks(&tenant.name))?;
     let mut x = Explanation::new(token, judged);
     // A JWKS that cannot be fetched is not a verdict on the token: exit 2, not "deny".
-    let keys = jwks
-        .refresh()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot load the JWKS from {}: {e}", jwks.url()))?;
+    let keys = jwks.refresh().await.map_err(|source| ExplainError::Jwks {
+        url: jwks.url().clone(),
+        source,
+    })?;
     let _ = trace(tenant, &request, &jwks, &keys, token, &mut x);
     Ok(x)
 }
@@ -94,11 +123,13 @@ pub async fn explain(
 fn route<'c>(
     config: &'c Config,
     question: Question<'_>,
-) -> anyhow::Result<(&'c Tenant, Judged, Classified)> {
+) -> Result<(&'c Tenant, Judged, Classified), ExplainError> {
     let method = Method::from_bytes(question.method.to_ascii_uppercase().as_bytes())
-        .map_err(|_| anyhow::anyhow!("--method {:?} is not an HTTP method", question.method))?;
+        .map_err(|_| refused!("--method {:?} is not an HTTP method", question.method))?;
     if method == Method::CONNECT || method == Method::TRACE {
-        anyhow::bail!("scimgate answers {method} with 405 before it looks at a token");
+        return Err(refused!(
+            "scimgate answers {method} with 405 before it looks at a token"
+        ));
     }
     let names = || {
         let names: Vec<&str> = config.tenants.iter().map(|t| t.name.as_str()).collect();
@@ -111,14 +142,14 @@ fn route<'c>(
                 .tenants
                 .iter()
                 .find(|t| t.name == name)
-                .ok_or_else(|| anyhow::anyhow!("no such tenant (known: {})", names()))?,
+                .ok_or_else(|| refused!("no such tenant (known: {})", names()))?,
         ),
     };
     let (tenant, path, rest) = match question.path {
         None => {
             let tenant = named
                 .or(config.tenants.first())
-                .ok_or_else(|| anyhow::anyhow!("the config has no tenant"))?;
+                .ok_or_else(|| refused!("the config has no tenant"))?;
             let prefix = tenant.prefix.to_string();
             let path = format!("{}/Users", prefix.trim_end_matches('/'));
             (tenant, path, "/Users")
@@ -130,29 +161,29 @@ fn route<'c>(
                 .iter()
                 .find_map(|t| Some((t, t.prefix.matches(path)?)))
                 .ok_or_else(|| {
-                    anyhow::anyhow!("no tenant's path_prefix owns {path:?}: scimgate answers 404")
+                    refused!("no tenant's path_prefix owns {path:?}: scimgate answers 404")
                 })?;
             if let Some(named) = named.filter(|n| n.name != tenant.name) {
-                anyhow::bail!(
+                return Err(refused!(
                     "scimgate routes {path:?} to tenant {:?}, not {:?} (prefix {})",
                     tenant.name,
                     named.name,
                     named.prefix
-                );
+                ));
             }
             (tenant, path.to_owned(), matched.rest)
         }
     };
     let request = scim::parse_request(&method, rest, &tenant.upstream.resource_types).map_err(
         |e| match e {
-            scim::PathError::Ambiguous => anyhow::anyhow!(
+            scim::PathError::Ambiguous => refused!(
                 "scimgate refuses {path:?} with 400 before it looks at a token: empty, dot or encoded-slash segments, parameters, broken or needless percent-encoding"
             ),
-            scim::PathError::NotFound => anyhow::anyhow!(
+            scim::PathError::NotFound => refused!(
                 "{path:?} is not a SCIM endpoint (RFC 7644 §3 grammar, plus upstream.resource_types): scimgate answers 404"
             ),
             scim::PathError::Method => {
-                anyhow::anyhow!("scimgate answers {method} {path:?} with 405: not a method of that endpoint")
+                refused!("scimgate answers {method} {path:?} with 405: not a method of that endpoint")
             }
         },
     )?;

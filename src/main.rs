@@ -37,7 +37,10 @@ fn main() -> ExitCode {
             };
             return explain(config.as_deref(), json, question, token);
         }
-        Command::Demo => runtime().and_then(|rt| rt.block_on(scimgate::demo::run())),
+        Command::Demo => runtime().and_then(|rt| {
+            rt.block_on(scimgate::demo::run())
+                .map_err(anyhow::Error::from)
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -111,8 +114,10 @@ fn explain(
             buf.trim().to_owned()
         }
     };
-    let result =
-        runtime().and_then(|rt| rt.block_on(scimgate::explain::explain(path, question, &token)));
+    let result = runtime().and_then(|rt| {
+        rt.block_on(scimgate::explain::explain(path, question, &token))
+            .map_err(anyhow::Error::from)
+    });
     match result {
         Ok(x) => {
             if json {
