@@ -142,6 +142,8 @@ impl Admin {
                 "not ready: signing keys not loaded\n",
             ),
             "/metrics" => {
+                self.metrics
+                    .log_lines_dropped(crate::telemetry::dropped_lines());
                 let mut r = Response::new(Full::new(Bytes::from(self.metrics.render())));
                 r.headers_mut().insert(
                     http::header::CONTENT_TYPE,

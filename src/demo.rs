@@ -80,7 +80,7 @@ pub async fn run() -> Result<(), DemoError> {
     )
     .map_err(written(&config_file))?;
     let config = Config::load(Some(&config_file))?;
-    crate::telemetry::init(&config.log);
+    let _log = crate::telemetry::init(&config.log);
 
     let issuer_url = format!("http://{issuer_addr}");
     tokio::spawn(serve_fn(issuer_listener, {

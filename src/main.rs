@@ -139,7 +139,7 @@ fn explain(
 }
 
 fn serve(config: Config, source: Option<std::path::PathBuf>) -> anyhow::Result<()> {
-    scimgate::telemetry::init(&config.log);
+    let _log = scimgate::telemetry::init(&config.log);
     for warning in &config.warnings {
         tracing::warn!(warning = %warning, "configuration warning");
     }

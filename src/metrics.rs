@@ -166,6 +166,7 @@ pub struct Metrics {
     config_last_reload: Gauge,
     connections_open: IntGauge,
     connections_max: IntGauge,
+    log_lines_dropped: IntCounter,
     /// Label lookups hash strings under a lock: the fixed series are resolved once.
     by_outcome: PerOutcome<OutcomeSeries>,
     allowed: IntCounter,
@@ -272,6 +273,10 @@ impl Metrics {
             "scimgate_connections_max",
             "server.max_connections: proxy connections served at once; more wait to be accepted.",
         )?;
+        let log_lines_dropped = IntCounter::new(
+            "scimgate_log_lines_dropped_total",
+            "Log lines (access lines included) dropped because stdout did not take them for too long.",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("scimgate_build_info", "Build information; always 1."),
             &["version"],
@@ -294,6 +299,7 @@ impl Metrics {
             Box::new(config_last_reload.clone()),
             Box::new(connections_open.clone()),
             Box::new(connections_max.clone()),
+            Box::new(log_lines_dropped.clone()),
             Box::new(build_info),
         ] {
             registry.register(collector)?;
@@ -318,6 +324,7 @@ impl Metrics {
             config_last_reload,
             connections_open,
             connections_max,
+            log_lines_dropped,
             by_outcome,
             allowed,
             denied,
@@ -434,6 +441,14 @@ impl Metrics {
     /// A proxy connection ended.
     pub fn connection_closed(&self) {
         self.connections_open.dec();
+    }
+
+    /// The log writer's count of dropped lines, as of now (it only grows).
+    pub fn log_lines_dropped(&self, total: u64) {
+        let exported = self.log_lines_dropped.get();
+        if total > exported {
+            self.log_lines_dropped.inc_by(total - exported);
+        }
     }
 
     /// A token found in the validated-token cache.

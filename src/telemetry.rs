@@ -3,7 +3,9 @@
 //! Logs are one JSON object per line on stdout by default. The access line never carries the
 //! token, the API key, or query values (only query keys): it is read by more people than the key.
 
+use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::{HeaderValue, Request, StatusCode};
@@ -12,18 +14,26 @@ use tracing_subscriber::EnvFilter;
 
 use crate::auth::VerifiedToken;
 use crate::config::{LogConfig, LogFormat};
-use crate::metrics::{DenyReason, Outcome};
 
-/// Installs the global subscriber. `RUST_LOG`, when set, overrides `log.level`.
-pub fn init(config: &LogConfig) {
+mod writer;
+
+use crate::metrics::{DenyReason, Outcome};
+pub use writer::{LogGuard, LogWriter, QueuedLine, dropped_lines};
+
+/// Installs the global subscriber. `RUST_LOG`, when set, overrides `log.level`. Lines are
+/// formatted on the thread that logs and written to stdout in batches by [`LogWriter`]'s
+/// thread, so a request never waits for a `write(2)`; hold the returned guard until the process
+/// exits, dropping it writes out what is queued.
+pub fn init(config: &LogConfig) -> LogGuard {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::builder().parse(&config.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let writer = LogWriter::global();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     // try_init: a second call (tests, demo) keeps the first subscriber.
-    let _ = match config.format {
+    let installed = match config.format {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
@@ -31,6 +41,10 @@ pub fn init(config: &LogConfig) {
             .try_init(),
         LogFormat::Text => builder.with_ansi(false).try_init(),
     };
+    if installed.is_ok() && config.format == LogFormat::Json {
+        JSON_ACCESS_LINES.store(true, Ordering::Relaxed);
+    }
+    writer.start()
 }
 
 /// Fields of the access line, filled in as the pipeline learns them. When the line is filtered
@@ -142,9 +156,13 @@ impl AccessRecord {
         }
     }
 
-    /// Writes the line. Values are JSON-escaped by the formatter (no log injection).
+    /// Writes the line. Values are JSON-escaped (no log injection).
     pub fn finish(self, outcome: Outcome, status: StatusCode, elapsed: Duration) {
         if !self.enabled {
+            return;
+        }
+        if JSON_ACCESS_LINES.load(Ordering::Relaxed) {
+            LogWriter::global().append(&self.json_line(outcome, status, elapsed));
             return;
         }
         tracing::info!(
@@ -172,4 +190,62 @@ impl AccessRecord {
             "request"
         );
     }
+
+    /// The line exactly as `tracing-subscriber`'s JSON format writes the event above (same
+    /// members, order and escaping: both escape with serde_json), written directly: its
+    /// formatter converts every small write back to `str`, which cost 3 µs of the line's 4.5
+    /// (`examples/access_line_cost.rs`).
+    fn json_line(&self, outcome: Outcome, status: StatusCode, elapsed: Duration) -> Vec<u8> {
+        let mut line = Vec::with_capacity(1024);
+        line.extend_from_slice(b"{\"timestamp\":\"");
+        let _ = write!(
+            line,
+            "{}",
+            humantime::format_rfc3339_micros(std::time::SystemTime::now())
+        );
+        line.extend_from_slice(br#"","level":"INFO","message":"request""#);
+        let text = |line: &mut Vec<u8>, name: &str, value: &str| {
+            line.extend_from_slice(b",\"");
+            line.extend_from_slice(name.as_bytes());
+            line.extend_from_slice(b"\":");
+            // Writing a str into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *line, value);
+        };
+        text(&mut line, "request_id", &self.request_id);
+        text(&mut line, "method", &self.method);
+        text(&mut line, "path", &self.path);
+        text(&mut line, "scim_operation", self.scim_operation);
+        text(&mut line, "resource_type", &self.resource_type);
+        text(&mut line, "query_keys", &self.query_keys);
+        text(&mut line, "peer", &self.peer);
+        let _ = write!(line, ",\"status\":{}", status.as_u16());
+        text(&mut line, "outcome", outcome.as_str());
+        text(
+            &mut line,
+            "reason",
+            self.reason.map_or("", DenyReason::as_str),
+        );
+        line.extend_from_slice(br#","latency_ms":"#);
+        let _ = serde_json::to_writer(&mut line, &(elapsed.as_secs_f64() * 1000.0));
+        let optional = [
+            ("iss", &self.iss),
+            ("sub", &self.sub),
+            ("client_id", &self.client_id),
+            ("jti", &self.jti),
+            ("token_sha256", &self.token_sha256),
+            ("rule", &self.rule),
+            ("service_account", &self.account),
+            ("error", &self.error),
+            ("dropped_headers", &self.dropped_headers),
+        ];
+        for (name, value) in optional {
+            text(&mut line, name, value.as_deref().unwrap_or(""));
+        }
+        line.extend_from_slice(b",\"target\":\"scimgate::access\"}\n");
+        line
+    }
 }
+
+/// Whether access lines are written by [`AccessRecord::json_line`] (the JSON format), not
+/// through `tracing`.
+static JSON_ACCESS_LINES: AtomicBool = AtomicBool::new(false);

@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::observe::{access_lines, metric_or_zero, scrape, wait_access_lines};
+use support::observe::{metric_or_zero, scrape, wait_access_lines};
 use support::pieces::{self, exchange_in_pieces, tls_exchange};
 use support::upstream::BASE_PATH;
 use support::wire::{self, Exchange, RawResponse};
@@ -530,5 +530,5 @@ async fn tls_connections_get_the_same_front() {
     let response = sender.send_request(request).await.expect("h2 response");
     assert_eq!(response.status(), 200);
     assert_eq!(upstream.hits(), 2);
-    assert_eq!(access_lines(&gw).len(), 3);
+    assert_eq!(wait_access_lines(&gw, 3).await.len(), 3);
 }

@@ -151,6 +151,10 @@ async fn read_only_rule_allows_reads_and_searches_only() {
         ),
         6.0
     );
+    // Access lines are written in batches: wait for the eight refusals' lines.
+    let refused = |l: &str| l.contains("\"message\":\"request\"") && l.contains("\"status\":403");
+    gw.wait_for_logs(refused, 8, std::time::Duration::from_secs(5))
+        .await;
     let denied = gw
         .json_logs()
         .into_iter()
