@@ -114,6 +114,14 @@ metric{a="b"} -> metric{SEL, a="b"}, a bare metric -> metric{SEL}. (list EXPR SE
   "description" "A changed config file or key file on {{ $labels.instance }} failed validation; the previous configuration is still serving. The pod's log has the problems (message \"configuration reload failed; keeping the running configuration\"). Fix the ConfigMap or Secret; the next valid version is picked up within 2 seconds.") }}
 
 {{- $rules = append $rules (dict
+  "alert" "ScimgateLogLinesDropped"
+  "expr" "increase(scimgate_log_lines_dropped_total[10m]) > 0"
+  "for" "0m"
+  "severity" "warning"
+  "summary" "scimgate on {{ $labels.instance }} dropped log lines: the audit trail has a gap"
+  "description" "{{ $labels.instance }} dropped {{ $value | humanize }} log line(s), access lines included, in 10 minutes: its stdout took nothing while 8 MiB of lines waited (about half a second of traffic). Those requests have no audit line. Look at the log pipeline: the container runtime's log driver, disk pressure on the node, or a stalled shipper reading the pod's stdout. scimgate's stderr says how many were dropped.") }}
+
+{{- $rules = append $rules (dict
   "alert" "ScimgateConnectionsNearLimit"
   "expr" (printf "scimgate_connections_open / scimgate_connections_max > %s" (toString $p.connectionsRatio))
   "for" "5m"
