@@ -8,12 +8,9 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use http::header::HOST;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Request, Response, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
 use crate::body::RequestBody;
@@ -31,28 +28,19 @@ pub enum UpstreamError {
     BodyTooLarge,
 }
 
-/// The response body from the upstream. Reading it to the end returns its HTTP/1.1 connection
-/// to the pool; a body dropped early takes its connection with it.
-pub type UpstreamBody = hyper::body::Incoming;
+mod pool;
 
-/// Idle HTTP/1.1 connections kept per upstream; beyond this a finished connection is closed.
-const MAX_IDLE: usize = 256;
-/// An idle connection older than this is closed, at checkout or by the pool's reaper.
+pub use pool::UpstreamBody;
+
+/// An idle upstream connection this old is closed (hyper-util's default).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// HTTP/1.1 read buffer, which bounds both the response head (a larger one fails as the
-/// upstream being unavailable, like nginx's default `proxy_buffer_size`) and each read of the
-/// body. hyper's default grows reads to 400 KiB; a response the caller is not reading holds at
-/// most two reads (one queued for the caller, one in the buffer), so this is what a stalled
-/// caller pins per upstream exchange until its deadline.
-const READ_BUFFER_BYTES: usize = 8 * 1024;
 
-/// The pooled client and the target.
+/// The connection pool and the target.
 pub struct Upstream {
-    /// hyper-util's pooled client: keep-alive HTTP/1.1 connections, or one shared HTTP/2
-    /// connection when TLS ALPN chose `h2` (one HTTP/2 handshake at a time), idle ones reaped.
-    client: Client<HttpsConnector<HttpConnector>, RequestBody>,
+    pool: pool::Pool,
     config: UpstreamConfig,
-    /// The `Host` every forwarded request carries, built once per config.
+    /// The `Host` every forwarded request carries, built once per config (hyper's connection
+    /// API sends none of its own).
     host: HeaderValue,
 }
 
@@ -72,29 +60,20 @@ impl Upstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(idle)
-            // Without a timer the idle timeout is only checked at checkout: nothing would
-            // close a connection left idle after a burst.
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(MAX_IDLE)
-            .http1_max_buf_size(READ_BUFFER_BYTES)
-            // A request a pooled connection refused before writing a byte (it had closed while
-            // idle) is sent again on another: nothing reached the upstream, so any method may
-            // be. A written request is never resent.
-            .retry_canceled_requests(true)
-            // `forward` sets the configured one; the client would derive the same.
-            .set_host(false)
-            .build(connector);
         Ok(Self {
-            client,
+            pool: pool::Pool::new(
+                connector,
+                config.scheme.clone(),
+                config.authority.clone(),
+                idle,
+            ),
             host: host_header(&config.authority),
             config: config.clone(),
         })
     }
 
     /// The upstream request-target for a caller's path (after the tenant prefix) and query, in
-    /// origin form: where it goes is [`forward`](Self::forward)'s business, never the caller's.
+    /// origin form: where it goes is the pool's business, never the caller's.
     pub fn target(&self, path: &str, query: Option<&str>, account: Option<&str>) -> Option<Uri> {
         target_path(&self.config.base_path, path, query, account).map(Uri::from)
     }
@@ -109,64 +88,25 @@ impl Upstream {
         self.config.timeout
     }
 
-    /// Sends the request to the configured backend with the upstream's `Host`; only the path
-    /// and query of its target are kept. Resolves to the response head with a streaming body.
-    /// Not timed here: the caller must bound the exchange by [`timeout`](Self::timeout) (and
-    /// its own deadline), with one timer. Crate-private for that reason. `_sent` is unused.
+    /// Sends the request with the upstream's `Host`, at `sent` (a clock reading just taken), to
+    /// the configured backend: of its target only the path and query count. Resolves to the
+    /// response head with a streaming body. Not timed here: the caller must bound the exchange
+    /// by [`timeout`](Self::timeout) (and its own deadline), with one timer. Crate-private for
+    /// that reason.
     pub(crate) fn forward(
         &self,
         mut request: Request<RequestBody>,
-        _sent: Instant,
+        sent: Instant,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + '_ {
         request.headers_mut().insert(HOST, self.host.clone());
-        let target = absolute(
-            &self.config.scheme,
-            &self.config.authority,
-            request.uri().path_and_query(),
-        );
-        let response = target.map(|target| {
-            *request.uri_mut() = target;
-            self.client.request(request)
-        });
-        async move {
-            let response = response.ok_or_else(|| {
-                UpstreamError::Unavailable("the configured upstream URL makes no URI".to_owned())
-            })?;
-            response.await.map_err(|e| upstream_error(&e))
+        // [`target`](Self::target) makes origin form; anything else would name another
+        // authority in an HTTP/1.1 request line (threats T26).
+        if request.uri().authority().is_some() {
+            let path = request.uri().path_and_query().cloned();
+            *request.uri_mut() = path.map_or_else(|| Uri::from_static("/"), Uri::from);
         }
+        self.pool.send(request, sent)
     }
-}
-
-/// The configured scheme and authority with a request's path and query: the client dials what
-/// this names, so nothing of the caller's target but its path and query survives (threats T26).
-/// HTTP/1.1 sends it in origin form with the authority in `Host` (RFC 9112 §3.2.1); HTTP/2 as
-/// the `:scheme`, `:authority` and `:path` pseudo-headers (RFC 9113 §8.3.1).
-fn absolute(scheme: &Scheme, authority: &Authority, path: Option<&PathAndQuery>) -> Option<Uri> {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(scheme.clone());
-    parts.authority = Some(authority.clone());
-    parts.path_and_query = Some(
-        path.cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-    );
-    Uri::from_parts(parts).ok()
-}
-
-/// Sorts a client error into what the caller is told; the text is for logs only.
-fn upstream_error(e: &hyper_util::client::legacy::Error) -> UpstreamError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
-            return UpstreamError::BodyTooLarge;
-        }
-        if s.downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_timeout)
-        {
-            return UpstreamError::Timeout;
-        }
-        source = s.source();
-    }
-    UpstreamError::Unavailable(describe(e))
 }
 
 /// Joins the configured base path (with `{account}` filled in) and the caller's path and query.

@@ -88,7 +88,7 @@ use http::Version;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -322,7 +322,7 @@ async fn exchange(upstream: &Upstream, request: Request<RequestBody>) -> (u16, B
     )
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_first_requests_over_h2_share_one_connection() {
     // ALPN tells `h2` only once a connection is up, so each first request dials; the first
     // to learn it is h2 shakes hands, the others drop theirs and ride its connection. The
@@ -371,26 +371,41 @@ async fn concurrent_first_requests_over_h2_share_one_connection() {
 
 #[tokio::test]
 async fn idle_connections_are_reused_then_reaped() {
-    const IDLE: Duration = Duration::from_millis(300);
-    let backend = Backend::start(Mode::Plain).await;
-    let upstream = backend.upstream(IDLE);
-    for i in 0..3 {
-        let request = get(&upstream, &format!("/Users/{i}"));
+    for mode in [Mode::Plain, Mode::Tls] {
+        const IDLE: Duration = Duration::from_millis(300);
+        let backend = Backend::start(mode).await;
+        let upstream = backend.upstream(IDLE);
+        for i in 0..3 {
+            let request = get(&upstream, &format!("/Users/{i}"));
+            assert_eq!(exchange(&upstream, request).await.0, 200);
+        }
+        let version = backend.seen()[0].version;
+        assert_eq!(
+            backend.accepted(),
+            1,
+            "{version:?}: one connection serves them all"
+        );
+        assert_eq!(
+            backend.open(),
+            1,
+            "{version:?}: and stays open between them"
+        );
+        // Nothing is sent after this: only the pool's reaper can close the idle connection.
+        let idle = std::time::Instant::now();
+        assert!(
+            backend.wait_open(|n| n == 0, Duration::from_secs(10)).await,
+            "{version:?}: an idle connection outlived the idle timeout"
+        );
+        assert!(
+            idle.elapsed() >= IDLE,
+            "{version:?}: closed after {:?}",
+            idle.elapsed()
+        );
+        // A request after the reaping dials afresh and is answered.
+        let request = get(&upstream, "/Groups");
         assert_eq!(exchange(&upstream, request).await.0, 200);
+        assert_eq!(backend.accepted(), 2);
     }
-    assert_eq!(
-        backend.accepted(),
-        1,
-        "one keep-alive connection serves them all"
-    );
-    assert_eq!(backend.open(), 1, "and stays open between them");
-    // Nothing is sent after this: only the pool's reaper can close the idle connection.
-    let idle = std::time::Instant::now();
-    assert!(
-        backend.wait_open(|n| n == 0, Duration::from_secs(10)).await,
-        "an idle connection outlived the idle timeout"
-    );
-    assert!(idle.elapsed() >= IDLE, "closed after {:?}", idle.elapsed());
 }
 
 #[tokio::test]
