@@ -8,7 +8,7 @@
 # p50, p99, CPU µs per request of the proxy process (user + system, from /proc/<pid>/stat), peak
 # RSS, non-2xx count, and the ratios to nginx proxy_pass within each round. Every scenario sends
 # the same request (GET /Users with a bearer token), so the baselines parse and forward the same
-# bytes as scimgate. Writes bench/results.md.
+# bytes as scimgate. Writes bench/results.md (or $BENCH_RESULTS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -16,13 +16,15 @@ DURATION=${BENCH_DURATION:-5s}
 REPS=${BENCH_REPS:-3}
 CONNS=${BENCH_CONNECTIONS:-32}
 TOKENS=${BENCH_TOKENS:-5000}
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+RESULTS=${BENCH_RESULTS:-$ROOT/bench/results.md}
 
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
   echo "installing nginx and wrk (apt)"
   apt-get update -qq && apt-get install -y -qq nginx wrk >/dev/null
 fi
 cargo build --release ${BENCH_LOCKED---locked} --quiet --bin scimgate --example mint --example bare_proxy
-BIN=$ROOT/target/release/scimgate
+BIN=$TARGET/release/scimgate
 
 WORK=$(mktemp -d /tmp/scimgate-bench.XXXXXX)
 chmod 755 "$WORK"   # nginx workers run as an unprivileged user
@@ -44,7 +46,7 @@ wait_port() {
 }
 
 BACKEND=$(free_port); NGPROXY=$(free_port); BARE=$(free_port); GATEWAY=$(free_port); ADMIN=$(free_port)
-"$ROOT/target/release/examples/mint" "$WORK" "$TOKENS" "http://127.0.0.1:$BACKEND"
+"$TARGET/release/examples/mint" "$WORK" "$TOKENS" "http://127.0.0.1:$BACKEND"
 head -n1 "$WORK/tokens.txt" > "$WORK/one.txt"
 chmod 644 "$WORK/jwks.json"
 
@@ -70,7 +72,7 @@ nginx_conf proxy "upstream b { server 127.0.0.1:$BACKEND; keepalive 64; } server
 nginx -p "$WORK/backend" -c "$WORK/backend/nginx.conf" & PIDS+=($!)
 nginx -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf" & PIDS+=($!)
 wait_port "$BACKEND"; wait_port "$NGPROXY"
-"$ROOT/target/release/examples/bare_proxy" "$BARE" "127.0.0.1:$BACKEND" & PIDS+=($!)
+"$TARGET/release/examples/bare_proxy" "$BARE" "127.0.0.1:$BACKEND" & PIDS+=($!)
 BARE_PID=$!
 wait_port "$BARE"
 
@@ -195,14 +197,14 @@ if [ "${BENCH_INSTRUCTIONS:-0}" = 1 ]; then
   echo "counting instructions per request (callgrind)"
   CG_PROXY=$(free_port); CG_GATEWAY=$(free_port); CG_ADMIN=$(free_port)
   instructions "bare hyper proxy" "$CG_PROXY" "http://127.0.0.1:$CG_PROXY/" \
-    "$ROOT/target/release/examples/bare_proxy" "$CG_PROXY" "127.0.0.1:$BACKEND"
+    "$TARGET/release/examples/bare_proxy" "$CG_PROXY" "127.0.0.1:$BACKEND"
   sed -e "s/127.0.0.1:$GATEWAY/127.0.0.1:$CG_GATEWAY/" -e "s/127.0.0.1:$ADMIN/127.0.0.1:$CG_ADMIN/" \
     "$WORK/scimgate.toml" > "$WORK/callgrind.toml"
   instructions "scimgate, one valid token" "$CG_GATEWAY" "http://127.0.0.1:$CG_ADMIN/readyz" \
     "$BIN" serve --config "$WORK/callgrind.toml"
 fi
 
-python3 - "$WORK/raw.txt" "$RSS" "$ROOT/bench/results.md" "$DURATION" "$REPS" "$CONNS" "$WORK/instructions.txt" "$(printf '%s\n' "${SCENARIOS[@]}")" <<'PY'
+python3 - "$WORK/raw.txt" "$RSS" "$RESULTS" "$DURATION" "$REPS" "$CONNS" "$WORK/instructions.txt" "$(printf '%s\n' "${SCENARIOS[@]}")" <<'PY'
 import sys, platform, os, datetime
 raw, rss, out, duration, reps, conns, instructions, scenarios = sys.argv[1:9]
 rows = {}

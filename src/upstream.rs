@@ -32,6 +32,9 @@ mod pool;
 
 pub use pool::UpstreamBody;
 
+/// An idle upstream connection this old is closed (hyper-util's default).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// The connection pool and the target.
 pub struct Upstream {
     pool: pool::Pool,
@@ -43,6 +46,10 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(config: &UpstreamConfig) -> Result<Self, TlsError> {
+        Self::with_idle_timeout(config, IDLE_TIMEOUT)
+    }
+
+    fn with_idle_timeout(config: &UpstreamConfig, idle: Duration) -> Result<Self, TlsError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(config.connect_timeout));
@@ -54,7 +61,12 @@ impl Upstream {
             .enable_http2()
             .wrap_connector(http);
         Ok(Self {
-            pool: pool::Pool::new(connector, config.scheme.clone(), config.authority.clone()),
+            pool: pool::Pool::new(
+                connector,
+                config.scheme.clone(),
+                config.authority.clone(),
+                idle,
+            ),
             host: host_header(&config.authority),
             config: config.clone(),
         })
@@ -76,16 +88,23 @@ impl Upstream {
         self.config.timeout
     }
 
-    /// Sends the request (origin-form target) with the upstream's `Host`, at `sent` (a clock
-    /// reading just taken); resolves to the response head with a streaming body. Not timed
-    /// here: the caller must bound the exchange by [`timeout`](Self::timeout) (and its own
-    /// deadline), with one timer. Crate-private for that reason.
+    /// Sends the request with the upstream's `Host`, at `sent` (a clock reading just taken), to
+    /// the configured backend: of its target only the path and query count. Resolves to the
+    /// response head with a streaming body. Not timed here: the caller must bound the exchange
+    /// by [`timeout`](Self::timeout) (and its own deadline), with one timer. Crate-private for
+    /// that reason.
     pub(crate) fn forward(
         &self,
         mut request: Request<RequestBody>,
         sent: Instant,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + '_ {
         request.headers_mut().insert(HOST, self.host.clone());
+        // [`target`](Self::target) makes origin form; anything else would name another
+        // authority in an HTTP/1.1 request line (threats T26).
+        if request.uri().authority().is_some() {
+            let path = request.uri().path_and_query().cloned();
+            *request.uri_mut() = path.map_or_else(|| Uri::from_static("/"), Uri::from);
+        }
         self.pool.send(request, sent)
     }
 }
@@ -146,78 +165,4 @@ fn describe(e: &dyn std::error::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn config(url: &str) -> UpstreamConfig {
-        let uri: Uri = url.parse().unwrap();
-        UpstreamConfig {
-            scheme: uri.scheme().unwrap().clone(),
-            authority: uri.authority().unwrap().clone(),
-            base_path: uri.path().trim_end_matches('/').to_owned(),
-            url: uri,
-            connect_timeout: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            ca_file: None,
-            resource_types: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn host_header_is_the_configured_authority() {
-        let host = |url: &str| host_header(&config(url).authority);
-        assert_eq!(host("https://scim.example.com/v2"), "scim.example.com");
-        assert_eq!(
-            host("https://scim.example.com:8443/v2"),
-            "scim.example.com:8443"
-        );
-        assert_eq!(host("http://[::1]:9000"), "[::1]:9000");
-    }
-
-    #[test]
-    fn joins_base_path_and_drops_any_caller_authority() {
-        let c = config("https://scim.internal/api/scim/v2/");
-        let t = |s: &str| {
-            let uri: Uri = s.parse().unwrap();
-            target_path(&c.base_path, uri.path(), uri.query(), None).map(|p| p.to_string())
-        };
-        assert_eq!(
-            t("/Users?filter=x").as_deref(),
-            Some("/api/scim/v2/Users?filter=x")
-        );
-        assert_eq!(
-            t("//attacker/x").as_deref(),
-            Some("/api/scim/v2//attacker/x")
-        );
-        assert_eq!(
-            t("http://attacker:1/Users").as_deref(),
-            Some("/api/scim/v2/Users")
-        );
-        assert_eq!(
-            t("/@attacker/x").as_deref(),
-            Some("/api/scim/v2/@attacker/x")
-        );
-        assert_eq!(t("*"), None);
-        let root = config("http://127.0.0.1:9000");
-        assert_eq!(
-            target_path(&root.base_path, "/v2/Users", None, None)
-                .unwrap()
-                .as_str(),
-            "/v2/Users"
-        );
-        assert_eq!(target_path(&root.base_path, "", None, None).unwrap(), "/");
-        let harness = "/gateway/ng/api/scim/account/{account}";
-        let t = target_path(harness, "/Users", Some("count=1"), Some("acme_1")).unwrap();
-        assert_eq!(t, "/gateway/ng/api/scim/account/acme_1/Users?count=1");
-    }
-
-    #[test]
-    fn target_is_origin_form() {
-        let upstream = Upstream::new(&config("https://scim.internal/v2")).unwrap();
-        let target = upstream.target("/Users", Some("a=1"), None).unwrap();
-        assert_eq!(target.scheme(), None);
-        assert_eq!(target.authority(), None);
-        assert_eq!(target, "/v2/Users?a=1");
-    }
-}
+mod tests;
