@@ -1,20 +1,13 @@
 //! The bodies on each side of the proxy, as two types so the compiler keeps them apart: a
 //! caller's body can only go upstream ([`RequestBody`]) and an upstream's body can only go back
-//! to the caller ([`ResponseBody`]).
+//! to the caller (`response::ResponseBody`, through the key screen).
 //!
 //! Enums rather than boxed trait objects: every request has a body each way, and boxing them
 //! cost two allocations and a dynamic call per frame on the hot path.
 
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use bytes::Bytes;
 use http_body_util::{Full, Limited};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-
-use crate::screen::ScreenedBody;
-use crate::upstream::UpstreamBody;
+use hyper::body::Incoming;
 
 /// Errors inside bodies (hyper, length limits), boxed only when one happens.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -27,15 +20,6 @@ pub enum RequestBody {
     Read(Full<Bytes>),
 }
 
-/// What scimgate answers the caller with: the upstream's response, or a body it built itself.
-pub enum ResponseBody {
-    /// The upstream's 2xx response body, screened for the key as it streams; reading it to the
-    /// end returns its connection to the pool.
-    Upstream(ScreenedBody<UpstreamBody>),
-    /// A body held in memory: error documents, a rewritten or screened response.
-    Built(Full<Bytes>),
-}
-
 impl RequestBody {
     /// A body of these bytes.
     pub(crate) fn read(bytes: Bytes) -> Self {
@@ -43,66 +27,60 @@ impl RequestBody {
     }
 }
 
-impl ResponseBody {
-    /// A body of these bytes.
-    pub fn full(bytes: impl Into<Bytes>) -> Self {
-        Self::Built(Full::new(bytes.into()))
-    }
-}
-
 /// `Body` for a two-variant enum whose first variant streams and whose second is a `Full`.
 /// Every variant is `Unpin`, so no projection is needed.
 macro_rules! either_body {
     ($name:ident, $streamed:ident, $full:ident) => {
-        impl Body for $name {
-            type Data = Bytes;
-            type Error = BoxError;
+        impl ::hyper::body::Body for $name {
+            type Data = ::bytes::Bytes;
+            type Error = $crate::body::BoxError;
 
             fn poll_frame(
-                self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-            ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+            ) -> ::std::task::Poll<
+                Option<Result<::hyper::body::Frame<::bytes::Bytes>, $crate::body::BoxError>>,
+            > {
                 match self.get_mut() {
-                    Self::$streamed(body) => Pin::new(body).poll_frame(cx),
-                    Self::$full(body) => Pin::new(body)
-                        .poll_frame(cx)
-                        .map_err(|never: Infallible| match never {}),
+                    Self::$streamed(body) => {
+                        ::hyper::body::Body::poll_frame(::std::pin::Pin::new(body), cx)
+                    }
+                    Self::$full(body) => {
+                        ::hyper::body::Body::poll_frame(::std::pin::Pin::new(body), cx)
+                            .map_err(|never: ::std::convert::Infallible| match never {})
+                    }
                 }
             }
 
             fn is_end_stream(&self) -> bool {
                 match self {
-                    Self::$streamed(body) => body.is_end_stream(),
-                    Self::$full(body) => body.is_end_stream(),
+                    Self::$streamed(body) => ::hyper::body::Body::is_end_stream(body),
+                    Self::$full(body) => ::hyper::body::Body::is_end_stream(body),
                 }
             }
 
-            fn size_hint(&self) -> SizeHint {
+            fn size_hint(&self) -> ::hyper::body::SizeHint {
                 match self {
-                    Self::$streamed(body) => body.size_hint(),
-                    Self::$full(body) => body.size_hint(),
+                    Self::$streamed(body) => ::hyper::body::Body::size_hint(body),
+                    Self::$full(body) => ::hyper::body::Body::size_hint(body),
                 }
             }
         }
     };
 }
 
+pub(crate) use either_body;
+
 either_body!(RequestBody, Streamed, Read);
-either_body!(ResponseBody, Upstream, Built);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+    use hyper::body::Body;
 
     #[tokio::test]
-    async fn full_bodies_read_back_and_report_their_size() {
-        let body = ResponseBody::full("hello");
-        assert_eq!(body.size_hint().exact(), Some(5));
-        assert!(!body.is_end_stream());
-        let bytes = body.collect().await.unwrap().to_bytes();
-        assert_eq!(bytes, "hello");
-        assert!(ResponseBody::full(Bytes::new()).is_end_stream());
+    async fn a_read_body_reads_back_and_reports_its_size() {
         let body = RequestBody::read(Bytes::from_static(b"{}"));
         assert_eq!(body.size_hint().exact(), Some(2));
         assert_eq!(body.collect().await.unwrap().to_bytes(), "{}");

@@ -7,8 +7,8 @@ use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::auth::AuthError;
-use crate::body::ResponseBody;
 use crate::metrics::Outcome;
+use crate::response::ResponseBody;
 use crate::scim;
 use crate::upstream::UpstreamError;
 

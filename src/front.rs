@@ -40,10 +40,10 @@ use hyper::service::Service;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-use crate::body::ResponseBody;
 use crate::error::{HeadError, ProxyError};
 use crate::headers;
 use crate::metrics::Metrics;
+use crate::response::ResponseBody;
 use crate::telemetry::AccessRecord;
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ pub mod headers;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+mod response;
 pub mod runtime;
 pub mod scim;
 pub mod screen;

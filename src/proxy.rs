@@ -15,11 +15,12 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, timeout_at};
 
 use crate::auth::{AuthError, VerifiedToken, bearer, policy};
-use crate::body::{RequestBody, ResponseBody};
+use crate::body::RequestBody;
 use crate::config::{PrefixMatch, ServiceAccount, Tenant};
 use crate::error::{ProxyError, RequestError};
 use crate::headers::{self, Forwarding};
 use crate::metrics::{Metrics, Outcome};
+use crate::response::ResponseBody;
 use crate::runtime::{Runtime, TenantRuntime};
 use crate::scim::{self, Classified, Operation, Resource};
 use crate::screen::{self, ScreenedBody, Withheld};

@@ -19,9 +19,7 @@ use http::{HeaderMap, HeaderName};
 use hyper::body::{Body, Frame, SizeHint};
 use memchr::memmem::Finder;
 
-/// Errors inside bodies; the type of `body::BoxError`, named here so that the screen depends on
-/// no other module of the crate.
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::body::BoxError;
 
 /// The key in the forms a backend might echo it in: as sent, percent-encoded (either hex case,
 /// with or without the unreserved punctuation), JSON-escaped (`\/`), and every run of at least
@@ -359,6 +357,7 @@ impl<B> ScreenedBody<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use http_body_util::BodyExt;
     use std::collections::VecDeque;
 

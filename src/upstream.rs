@@ -152,17 +152,5 @@ fn host_header(authority: &Authority) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("localhost"))
 }
 
-/// An error and its sources on one line, for logs (never for callers).
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests;

@@ -17,8 +17,8 @@ use hyper_util::rt::TokioIo;
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::body::ResponseBody;
 use crate::metrics::Metrics;
+use crate::response::ResponseBody;
 
 /// One request as the service saw it; `body` is `None` when reading it failed.
 #[derive(Debug, Clone, PartialEq, Eq)]

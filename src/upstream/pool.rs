@@ -35,8 +35,9 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::{UpstreamError, describe};
+use super::UpstreamError;
 use crate::body::RequestBody;
+use crate::text::error_chain;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
@@ -220,7 +221,7 @@ impl Pool {
             .clone()
             .call(self.dial.clone())
             .await
-            .map_err(|e| UpstreamError::Unavailable(describe(e.as_ref())))?;
+            .map_err(|e| UpstreamError::Unavailable(error_chain(e.as_ref())))?;
         if io.connected().is_negotiated_h2() {
             return self.connect_h2(io).await;
         }
@@ -487,7 +488,7 @@ fn upstream_error(e: &hyper::Error) -> UpstreamError {
         }
         source = s.source();
     }
-    UpstreamError::Unavailable(describe(e))
+    UpstreamError::Unavailable(error_chain(e))
 }
 
 /// The pool's lists hold no invariant a panicking holder could break, so a poisoned lock is
