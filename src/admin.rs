@@ -25,14 +25,14 @@ use crate::server::{
 /// Admin connections open at once. Probes and scrapers need a handful; further connections
 /// are closed as soon as they are accepted, so a flood cannot queue behind the cap or grow
 /// memory without bound.
-pub const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// The admin endpoints take no body and few headers.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 const MAX_STREAMS: u32 = 4;
 const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
 /// What the admin endpoints read.
-pub struct Admin {
+pub(crate) struct Admin {
     pub proxy: Arc<Proxy>,
     pub metrics: Arc<Metrics>,
 }
@@ -40,7 +40,11 @@ pub struct Admin {
 /// Serves the admin endpoints until `shutdown` flips, under the proxy's `header_read_timeout`
 /// (request head and idle connections, HTTP/1 and HTTP/2) and `request_timeout` (whole
 /// exchange), with at most [`MAX_CONNECTIONS`] open.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let head = admin.proxy.runtime().config.server.header_read_timeout;
     let builders = Arc::new(Builders::new(
         &Bounds {

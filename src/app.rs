@@ -58,7 +58,7 @@ impl App {
             None => None,
         };
         let jwks_urls = jwks_urls(&config).await?;
-        let runtime = Runtime::build(config, jwks_urls, None, &metrics, 1)?;
+        let runtime = Runtime::build(config, jwks_urls, None, &metrics)?;
         metrics.config_loaded();
         let proxy = Arc::new(Proxy::new(runtime, Arc::clone(&metrics)));
         let reloader = Reloader::new(

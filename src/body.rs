@@ -10,10 +10,10 @@ use http_body_util::{Full, Limited};
 use hyper::body::Incoming;
 
 /// Errors inside bodies (hyper, length limits), boxed only when one happens.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What scimgate sends upstream: the caller's body as it streams in, or one it read to judge.
-pub enum RequestBody {
+pub(crate) enum RequestBody {
     /// The caller's request body, cut off at `server.max_body_bytes`.
     Streamed(Limited<Incoming>),
     /// A body read whole to be checked (`/Bulk`), forwarded byte-exact.

@@ -14,7 +14,7 @@ use crate::upstream::UpstreamError;
 
 /// Everything that can end a request early, at the request boundary.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error(transparent)]
@@ -38,7 +38,7 @@ pub enum ProxyError {
 
 /// Why the HTTP/1 front (`front.rs`) refused a request head before hyper parsed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum HeadError {
+pub(crate) enum HeadError {
     /// Not an HTTP/1.x request head: request line, version, field syntax, obs-fold.
     #[error("malformed request head")]
     Malformed,
@@ -55,7 +55,7 @@ pub enum HeadError {
 
 /// Requests refused before authentication is even attempted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RequestError {
+pub(crate) enum RequestError {
     #[error("request target is not an absolute path")]
     BadTarget,
     #[error("the /Bulk body is not a SCIM BulkRequest")]
@@ -246,7 +246,7 @@ impl ProxyError {
 
     /// The SCIM error response for this failure and its `outcome` label (for metrics and the
     /// audit line). The detail is generic: specifics go to the log.
-    pub fn respond(self) -> (Outcome, Response<ResponseBody>) {
+    pub(crate) fn respond(self) -> (Outcome, Response<ResponseBody>) {
         let answer = self.answer();
         let mut response = Response::new(ResponseBody::full(scim::error_body(
             answer.status,

@@ -52,7 +52,7 @@ mod framing;
 mod head;
 
 use framing::{Framer, Scan};
-pub use head::MAX_HEAD_BYTES;
+pub(crate) use head::MAX_HEAD_BYTES;
 
 /// What hyper reads in place of a refused head: the connection's last request, answered by
 /// [`FrontService`] without reaching the proxy.
@@ -63,7 +63,7 @@ const READ_CHUNK: usize = 8 * 1024;
 /// Puts the front before one accepted connection: its byte stream and its service. The first
 /// request head must be complete within `header_read_timeout` (`server.header_read_timeout`).
 /// `http2`: TLS ALPN chose HTTP/2, so every byte passes untouched.
-pub fn wrap<T, S>(
+pub(crate) fn wrap<T, S>(
     io: T,
     service: S,
     metrics: &Arc<Metrics>,
@@ -110,7 +110,7 @@ struct Refusal {
 }
 
 /// The connection's byte stream as hyper reads it (see the module docs).
-pub struct FrontIo<T> {
+pub(crate) struct FrontIo<T> {
     io: T,
     framer: Framer,
     /// Bytes read but not yet handed to hyper: the first `ready` are checked and go next; the
@@ -467,7 +467,7 @@ impl Held {
 
 /// The connection's service: the proxy's, except for the stand-in of a refused head, which is
 /// answered here (see the module docs).
-pub struct FrontService<S> {
+pub(crate) struct FrontService<S> {
     inner: S,
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,

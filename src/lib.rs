@@ -22,29 +22,31 @@
 //! is the only mapping from failures to HTTP responses (SCIM error bodies, RFC 6750 challenges).
 
 #![forbid(unsafe_code)]
+// The library's own items only: integration tests keep `pub` in their support modules.
+#![warn(unreachable_pub)]
 
-pub mod admin;
+mod admin;
 pub mod app;
 pub mod auth;
-pub mod body;
+mod body;
 pub mod cli;
 pub mod config;
 pub mod demo;
-pub mod error;
+mod error;
 pub mod explain;
-pub mod front;
+mod front;
 pub mod headers;
 pub mod metrics;
-pub mod proxy;
-pub mod reload;
+mod proxy;
+mod reload;
 mod response;
-pub mod runtime;
-pub mod scim;
+mod runtime;
+mod scim;
 pub mod screen;
-pub mod server;
+mod server;
 pub mod signal;
-pub(crate) mod strict_json;
+mod strict_json;
 pub mod telemetry;
 mod text;
-pub mod tls;
-pub mod upstream;
+mod tls;
+mod upstream;

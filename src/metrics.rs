@@ -37,10 +37,10 @@ macro_rules! label_enum {
         impl $name {
             /// Every value, in declaration order.
             #[allow(dead_code, reason = "not every label is walked")]
-            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+            $vis const ALL: &'static [Self] = &[$(Self::$variant),+];
 
             /// The label value.
-            pub const fn as_str(self) -> &'static str {
+            $vis const fn as_str(self) -> &'static str {
                 match self {
                     $( Self::$variant => $label, )+
                 }

@@ -29,7 +29,7 @@ use crate::upstream::{UpstreamBody, UpstreamError};
 
 /// What the listener knows about the connection a request came in on.
 #[derive(Debug, Clone)]
-pub struct ConnInfo {
+pub(crate) struct ConnInfo {
     pub peer: SocketAddr,
     pub https: bool,
     /// `X-Forwarded-For` for every request on this connection.
@@ -37,7 +37,7 @@ pub struct ConnInfo {
 }
 
 /// The gateway: the current runtime generation plus the process-wide metrics.
-pub struct Proxy {
+pub(crate) struct Proxy {
     runtime: ArcSwap<Runtime>,
     metrics: Arc<Metrics>,
 }
@@ -61,7 +61,7 @@ struct Exchange<'a> {
 }
 
 impl Proxy {
-    pub fn new(runtime: Runtime, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(runtime: Runtime, metrics: Arc<Metrics>) -> Self {
         Self {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
@@ -69,24 +69,24 @@ impl Proxy {
     }
 
     /// The generation new requests will use.
-    pub fn runtime(&self) -> Arc<Runtime> {
+    pub(crate) fn runtime(&self) -> Arc<Runtime> {
         self.runtime.load_full()
     }
 
     /// Installs a new generation; requests already running keep the one they loaded.
-    pub fn swap(&self, runtime: Runtime) {
+    pub(crate) fn swap(&self, runtime: Runtime) {
         self.runtime.store(Arc::new(runtime));
     }
 
     /// Ready when the current generation's signing keys are loaded and fresh.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.runtime.load().is_ready()
     }
 
     /// Runs one request through the pipeline and always produces a response. Never fails: the
     /// `Result` is hyper's service contract. The future owns its `Arc` so the listener can hand
     /// it to hyper as built, without an enclosing future to copy it into.
-    pub async fn handle(
+    pub(crate) async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         conn: ConnInfo,

@@ -44,7 +44,7 @@ pub enum ReloadError {
 }
 
 /// Applies config reloads to the running gateway, one at a time.
-pub struct Reloader {
+pub(crate) struct Reloader {
     proxy: Arc<Proxy>,
     metrics: Arc<Metrics>,
     cert: Option<Arc<ServerCert>>,
@@ -78,9 +78,9 @@ impl Reloader {
     /// Re-reads the config (and with it every key, certificate and CA file), validates it and
     /// swaps it in. On any error nothing changes (not the listener's certificate either) and the
     /// failure is counted. In-flight requests finish on the generation they started with.
-    pub async fn reload(&self) -> Result<(), ReloadError> {
+    pub(crate) async fn reload(&self) -> Result<(), ReloadError> {
         let mut generation = self.reloading.lock().await;
-        let result = self.try_reload(*generation + 1).await;
+        let result = self.try_reload().await;
         match &result {
             Ok(()) => {
                 *generation += 1;
@@ -100,7 +100,7 @@ impl Reloader {
     /// Builds everything new first; only when nothing is left that can fail does it install the
     /// certificate and the runtime. File reads run on the blocking pool, so a Secret mount that
     /// hangs holds one blocking thread, never a thread that serves requests.
-    async fn try_reload(&self, generation: u64) -> Result<(), ReloadError> {
+    async fn try_reload(&self) -> Result<(), ReloadError> {
         let source = self.source.clone();
         let serves_tls = self.cert.is_some();
         let (config, key_pair) = tokio::task::spawn_blocking(move || {
@@ -117,7 +117,7 @@ impl Reloader {
         let jwks_urls = jwks_urls(&config).await?;
         let (previous, metrics) = (Arc::clone(&current), Arc::clone(&self.metrics));
         let runtime = tokio::task::spawn_blocking(move || {
-            Runtime::build(config, jwks_urls, Some(&previous), &metrics, generation)
+            Runtime::build(config, jwks_urls, Some(&previous), &metrics)
         })
         .await??;
         for tenant in &runtime.tenants {
@@ -217,7 +217,7 @@ impl Reloader {
 }
 
 /// Every file the config depends on: the config itself and every file it names.
-pub fn watched_files(source: Option<&Path>, config: &Config) -> Vec<PathBuf> {
+pub(crate) fn watched_files(source: Option<&Path>, config: &Config) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = source.map(|p| vec![p.to_path_buf()]).unwrap_or_default();
     for tenant in &config.tenants {
         for account in &tenant.service_accounts {
@@ -237,7 +237,7 @@ pub fn watched_files(source: Option<&Path>, config: &Config) -> Vec<PathBuf> {
 
 /// A digest of the files' names and bytes (not a security measure: change detection only).
 /// Blocking reads.
-pub fn digest(files: &[PathBuf]) -> u64 {
+pub(crate) fn digest(files: &[PathBuf]) -> u64 {
     let mut hasher = DefaultHasher::new();
     for file in files {
         file.hash(&mut hasher);

@@ -9,7 +9,7 @@ use crate::screen::ScreenedBody;
 use crate::upstream::UpstreamBody;
 
 /// What scimgate answers the caller with: the upstream's response, or a body it built itself.
-pub enum ResponseBody {
+pub(crate) enum ResponseBody {
     /// The upstream's 2xx response body, screened for the key as it streams; reading it to the
     /// end returns its connection to the pool.
     Upstream(ScreenedBody<UpstreamBody>),
@@ -19,7 +19,7 @@ pub enum ResponseBody {
 
 impl ResponseBody {
     /// A body of these bytes.
-    pub fn full(bytes: impl Into<Bytes>) -> Self {
+    pub(crate) fn full(bytes: impl Into<Bytes>) -> Self {
         Self::Built(Full::new(bytes.into()))
     }
 }

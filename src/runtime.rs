@@ -19,18 +19,16 @@ use crate::tls::TlsError;
 use crate::upstream::Upstream;
 
 /// The immutable per-generation state the pipeline reads.
-pub struct Runtime {
+pub(crate) struct Runtime {
     pub config: Arc<Config>,
     /// Parallel to `config.tenants`.
     pub tenants: Vec<TenantRuntime>,
     /// Strips every tenant's credential headers: a caller must not send any account's key.
     pub header_policy: HeaderPolicy,
-    /// Increases with every applied config.
-    pub generation: u64,
 }
 
 /// What one tenant needs at request time.
-pub struct TenantRuntime {
+pub(crate) struct TenantRuntime {
     pub jwks: Arc<Jwks>,
     /// Owns the tenant's validated-token cache, so a token cached for one tenant is never
     /// a hit for another.
@@ -45,7 +43,7 @@ pub struct TenantRuntime {
 }
 
 /// A request routed to its tenant.
-pub struct Route<'r, 'p> {
+pub(crate) struct Route<'r, 'p> {
     pub tenant: &'r Tenant,
     pub runtime: &'r TenantRuntime,
     pub matched: PrefixMatch<'p>,
@@ -56,12 +54,11 @@ impl Runtime {
     /// tenant's JWKS cache and upstream client are reused from the previous generation (same
     /// tenant name, unchanged settings and CA file contents), so keys stay loaded and pooled
     /// connections stay warm. Reads the CA files: blocking.
-    pub fn build(
+    pub(crate) fn build(
         config: Config,
         jwks_urls: Vec<Uri>,
         previous: Option<&Runtime>,
         metrics: &Arc<Metrics>,
-        generation: u64,
     ) -> Result<Self, TlsError> {
         let mut tenants = Vec::with_capacity(config.tenants.len());
         for (tenant, url) in config.tenants.iter().zip(jwks_urls) {
@@ -107,12 +104,11 @@ impl Runtime {
             config: Arc::new(config),
             tenants,
             header_policy,
-            generation,
         })
     }
 
     /// The first tenant whose prefix matches the path.
-    pub fn route<'p>(&self, path: &'p str) -> Option<Route<'_, 'p>> {
+    pub(crate) fn route<'p>(&self, path: &'p str) -> Option<Route<'_, 'p>> {
         self.config
             .tenants
             .iter()
@@ -128,7 +124,7 @@ impl Runtime {
     }
 
     /// Every tenant's signing keys are loaded and fresh.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.tenants.iter().all(|t| t.jwks.is_ready())
     }
 
@@ -143,7 +139,7 @@ impl Runtime {
 
 impl TenantRuntime {
     /// Counts a request `rule` (one of `tenant`'s rules) allowed.
-    pub fn rule_matched(&self, tenant: &Tenant, rule: &Rule) {
+    pub(crate) fn rule_matched(&self, tenant: &Tenant, rule: &Rule) {
         // By identity: `rule` is an element of `tenant.rules`, which this runtime was built from.
         let index = tenant.rules.iter().position(|r| std::ptr::eq(r, rule));
         if let Some(counter) = index.and_then(|i| self.rule_matches.get(i)) {

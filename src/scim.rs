@@ -6,7 +6,7 @@
 //! grammar (`bulk`) is refused before anything reaches the backend.
 
 mod bulk;
-pub mod json;
+pub(crate) mod json;
 mod path;
 
 use std::sync::Arc;
@@ -14,16 +14,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::StatusCode;
 
-pub use bulk::{InvalidBulk, bulk_operations};
-pub use path::{PathError, parse_request, percent_decode};
+pub(crate) use bulk::bulk_operations;
+pub(crate) use path::{PathError, parse_request, percent_decode};
 
 /// Media type of every SCIM message (RFC 7644 §3.1).
-pub const CONTENT_TYPE: &str = "application/scim+json";
+pub(crate) const CONTENT_TYPE: &str = "application/scim+json";
 /// Schema URI of a SCIM error message.
-pub const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+pub(crate) const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 
 /// `{"schemas":[…Error],"status":"401","detail":"…"}`; `status` is a string per RFC 7644 §3.12.
-pub fn error_body(status: StatusCode, detail: &str) -> Bytes {
+pub(crate) fn error_body(status: StatusCode, detail: &str) -> Bytes {
     let body = serde_json::json!({
         "schemas": [ERROR_SCHEMA],
         "status": status.as_str(),
@@ -47,6 +47,10 @@ pub enum Operation {
 
 /// The endpoint a request addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::enum_variant_names,
+    reason = "the variants are RFC 7644's endpoint names, /ResourceTypes among them"
+)]
 pub enum Resource {
     Users,
     Groups,
@@ -143,12 +147,13 @@ impl Operation {
 
 impl Resource {
     /// Every built-in name accepted in `[[rules]] resource_types`.
-    pub const NAMES: &str = "Users, Groups, Me, ServiceProviderConfig, ResourceTypes, Schemas";
+    pub(crate) const NAMES: &str =
+        "Users, Groups, Me, ServiceProviderConfig, ResourceTypes, Schemas";
 
     /// A built-in endpoint name, or one of the tenant's `custom` resource types; matched
     /// case-insensitively (RFC 7644 §3: a backend that serves `/users` as `/Users` must not get
     /// it past a rule that names `Users`).
-    pub fn from_name(name: &str, custom: &[Arc<str>]) -> Option<Self> {
+    pub(crate) fn from_name(name: &str, custom: &[Arc<str>]) -> Option<Self> {
         Self::builtin(name).or_else(|| {
             custom
                 .iter()
@@ -158,7 +163,7 @@ impl Resource {
     }
 
     /// The built-in endpoint a segment names, if any (not `Bulk` or the root).
-    pub fn builtin(name: &str) -> Option<Self> {
+    pub(crate) fn builtin(name: &str) -> Option<Self> {
         [
             Self::Users,
             Self::Groups,
@@ -171,7 +176,7 @@ impl Resource {
         .find(|r| r.as_str().eq_ignore_ascii_case(name))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         if let Self::Custom(name) = self {
             name
         } else {
@@ -196,7 +201,7 @@ impl Resource {
 
     /// The name for logs: borrowed for the built-in endpoints, so the access line of a usual
     /// request copies nothing.
-    pub fn label(&self) -> std::borrow::Cow<'static, str> {
+    pub(crate) fn label(&self) -> std::borrow::Cow<'static, str> {
         match self.static_name() {
             Some(name) => std::borrow::Cow::Borrowed(name),
             None => std::borrow::Cow::Owned(self.as_str().to_owned()),
@@ -223,7 +228,7 @@ fn bearer_scheme() -> serde_json::Value {
 /// Replaces `authenticationSchemes` in a ServiceProviderConfig document with the bearer-token
 /// scheme scimgate enforces: the backend's own API-key scheme is an internal detail. `None` when
 /// the body is not a JSON object (then it is passed through unchanged).
-pub fn rewrite_service_provider_config(body: &[u8]) -> Option<Bytes> {
+pub(crate) fn rewrite_service_provider_config(body: &[u8]) -> Option<Bytes> {
     let mut doc: serde_json::Value = serde_json::from_slice(body).ok()?;
     doc.as_object_mut()?.insert(
         "authenticationSchemes".into(),

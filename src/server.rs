@@ -37,7 +37,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// `config.shutdown_grace`. At most `config.max_connections` connections are open at once (a
 /// TLS handshake or protocol sniff counts): at the limit nothing more is accepted, and new
 /// connections wait in the kernel's listen backlog until one closes (threats T33).
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     proxy: Arc<Proxy>,

@@ -22,7 +22,7 @@ pub enum TlsError {
 
 /// Client config trusting the bundled webpki roots (so distroless/scratch images need no CA
 /// bundle) plus, when given, the certificates in `extra_ca`.
-pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
+pub(crate) fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = extra_ca {
@@ -37,13 +37,13 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, Tl
 
 /// The listener's certificate, replaceable while the server runs (hot reload).
 #[derive(Debug)]
-pub struct ServerCert {
+pub(crate) struct ServerCert {
     current: ArcSwap<CertifiedKey>,
 }
 
 impl ServerCert {
     /// Loads the PEM chain and key; fails if they do not belong together.
-    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
+    pub(crate) fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
         Ok(Arc::new(Self {
             current: ArcSwap::from_pointee(certified_key(cert, key)?),
         }))
@@ -51,17 +51,17 @@ impl ServerCert {
 
     /// Reads and checks a new pair without using it (a reload reads it first and installs it
     /// only once nothing else can fail). Blocking file reads.
-    pub fn read(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    pub(crate) fn read(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
         certified_key(cert, key)
     }
 
     /// Serves `pair` from the next handshake on.
-    pub fn install(&self, pair: CertifiedKey) {
+    pub(crate) fn install(&self, pair: CertifiedKey) {
         self.current.store(Arc::new(pair));
     }
 
     /// Server config for the proxy listener, offering HTTP/2 and HTTP/1.1 by ALPN.
-    pub fn server_config(self: &Arc<Self>) -> Arc<rustls::ServerConfig> {
+    pub(crate) fn server_config(self: &Arc<Self>) -> Arc<rustls::ServerConfig> {
         let mut config = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);

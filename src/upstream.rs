@@ -19,7 +19,7 @@ use crate::tls::{TlsError, client_config};
 
 /// Why the upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     #[error("upstream unreachable: {0}")]
     Unavailable(String),
     #[error("upstream did not answer within upstream.timeout")]
@@ -30,13 +30,13 @@ pub enum UpstreamError {
 
 mod pool;
 
-pub use pool::UpstreamBody;
+pub(crate) use pool::UpstreamBody;
 
 /// An idle upstream connection this old is closed (hyper-util's default).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The connection pool and the target.
-pub struct Upstream {
+pub(crate) struct Upstream {
     pool: pool::Pool,
     config: UpstreamConfig,
     /// The `Host` every forwarded request carries, built once per config (hyper's connection
@@ -45,7 +45,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig) -> Result<Self, TlsError> {
+    pub(crate) fn new(config: &UpstreamConfig) -> Result<Self, TlsError> {
         Self::with_idle_timeout(config, IDLE_TIMEOUT)
     }
 
@@ -74,17 +74,22 @@ impl Upstream {
 
     /// The upstream request-target for a caller's path (after the tenant prefix) and query, in
     /// origin form: where it goes is the pool's business, never the caller's.
-    pub fn target(&self, path: &str, query: Option<&str>, account: Option<&str>) -> Option<Uri> {
+    pub(crate) fn target(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        account: Option<&str>,
+    ) -> Option<Uri> {
         target_path(&self.config.base_path, path, query, account).map(Uri::from)
     }
 
     /// `upstream.resource_types`: the backend's own resource types, for the request grammar.
-    pub fn resource_types(&self) -> &[std::sync::Arc<str>] {
+    pub(crate) fn resource_types(&self) -> &[std::sync::Arc<str>] {
         &self.config.resource_types
     }
 
     /// `upstream.timeout`: how long [`forward`](Self::forward) waits for the response head.
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.config.timeout
     }
 
@@ -113,7 +118,7 @@ impl Upstream {
 /// `None` unless the path is empty or starts with `/` (`*` and CONNECT targets are refused).
 /// Only a path and query come out: the scheme and authority are always the configured ones,
 /// whatever the caller's request-target said (threats T26).
-pub fn target_path(
+pub(crate) fn target_path(
     base_path: &str,
     path: &str,
     query: Option<&str>,

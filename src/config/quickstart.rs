@@ -104,8 +104,8 @@ mod tests {
 
     /// Minimal TOML parse check through figment (already a dependency).
     mod toml_check {
-        pub use figment::value::Value;
-        pub fn from_str(text: &str) -> Value {
+        pub(super) use figment::value::Value;
+        pub(super) fn from_str(text: &str) -> Value {
             use figment::providers::{Format, Toml};
             figment::Figment::from(Toml::string(text))
                 .extract::<Value>()

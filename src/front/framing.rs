@@ -15,7 +15,7 @@ const MAX_TRAILERS: usize = 100;
 
 /// What the bytes at the start of the scanned input are.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Scan {
+pub(super) enum Scan {
     /// This many bytes (at least one) pass as they are.
     Pass(usize),
     /// An incomplete head (or HTTP/2 preface): nothing passes until more bytes arrive.
@@ -30,7 +30,7 @@ pub enum Scan {
 
 /// The reader's position in the request stream of one connection.
 #[derive(Debug)]
-pub struct Framer {
+pub(super) struct Framer {
     state: State,
     /// Heads passed so far: the index the next one will have.
     heads: u64,
@@ -50,7 +50,7 @@ enum State {
 
 impl Framer {
     /// `http2`: the protocol is already known to be HTTP/2 (TLS ALPN).
-    pub fn new(http2: bool) -> Self {
+    pub(super) fn new(http2: bool) -> Self {
         Self {
             state: if http2 { State::Tunnel } else { State::Start },
             heads: 0,
@@ -58,24 +58,24 @@ impl Framer {
     }
 
     /// Heads passed so far.
-    pub fn heads(&self) -> u64 {
+    pub(super) fn heads(&self) -> u64 {
         self.heads
     }
 
     /// Whether every byte passes from here on (HTTP/2).
-    pub fn is_tunnel(&self) -> bool {
+    pub(super) fn is_tunnel(&self) -> bool {
         matches!(self.state, State::Tunnel)
     }
 
     /// Whether the reader waits for a request head (so an incomplete input can only complete
     /// with an empty line).
-    pub fn at_head(&self) -> bool {
+    pub(super) fn at_head(&self) -> bool {
         matches!(self.state, State::Head)
     }
 
     /// Reads from the start of `input` (not empty). After `Pass(n)`, call again with the bytes
     /// after those `n`; after `Partial`, with the same bytes and more.
-    pub fn scan(&mut self, input: &[u8]) -> Scan {
+    pub(super) fn scan(&mut self, input: &[u8]) -> Scan {
         match &mut self.state {
             State::Tunnel => Scan::Pass(input.len()),
             State::Start => {

@@ -12,7 +12,7 @@ use crate::error::HeadError;
 /// Largest request head accepted, in bytes, before and after escaping. hyper's read buffer
 /// (`server.rs`, `max_buf_size`) must be at least this large, so that it never answers 431
 /// itself.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most header fields in one head: hyper's default, past which it would answer 431 itself.
 const MAX_FIELDS: usize = 100;
 /// Largest Content-Length hyper takes (its `DecodedLength::MAX_LEN`).
@@ -20,7 +20,7 @@ const MAX_CONTENT_LENGTH: u64 = u64::MAX - 2;
 
 /// How a request's body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
+pub(super) enum Framing {
     /// Exactly this many bytes (0: no body).
     Length(u64),
     /// `Transfer-Encoding: chunked`.
@@ -29,7 +29,7 @@ pub enum Framing {
 
 /// A complete head that may pass.
 #[derive(Debug)]
-pub struct Head {
+pub(super) struct Head {
     /// Its length in the input, leading empty lines included.
     pub len: usize,
     pub framing: Framing,
@@ -38,7 +38,7 @@ pub struct Head {
 }
 
 /// Reads the head at the start of `input`: `Ok(None)` while it is incomplete.
-pub fn read(input: &[u8]) -> Result<Option<Head>, HeadError> {
+pub(super) fn read(input: &[u8]) -> Result<Option<Head>, HeadError> {
     let mut fields = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_FIELDS];
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(input, &mut fields) {
@@ -230,14 +230,14 @@ fn escape_query(target: &[u8]) -> Result<Option<Vec<u8>>, HeadError> {
 
 /// What could be read of a refused head, for its access line.
 #[derive(Debug, Default)]
-pub struct Described {
+pub(super) struct Described {
     pub method: Option<Method>,
     pub target: Option<Uri>,
     pub request_id: Option<HeaderValue>,
 }
 
 /// Reads what it can of a head that was refused (cold path: it parses again).
-pub fn describe(input: &[u8]) -> Described {
+pub(super) fn describe(input: &[u8]) -> Described {
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut req = httparse::Request::new(&mut fields);
     let complete = matches!(req.parse(input), Ok(httparse::Status::Complete(_)));

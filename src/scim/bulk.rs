@@ -12,7 +12,7 @@ use super::{Classified, Operation, parse_request};
 /// Why a `/Bulk` body cannot be authorized. The reason is for logs, never for the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the bulk request body is not a SCIM BulkRequest: {0}")]
-pub struct InvalidBulk(pub &'static str);
+pub(crate) struct InvalidBulk(pub &'static str);
 
 /// Members a BulkRequest and its operations may carry (RFC 7644 §3.7); any other member is a
 /// body we cannot judge with certainty, hence refused.
@@ -21,7 +21,10 @@ const OPERATION_MEMBERS: [&str; 5] = ["method", "bulkId", "version", "path", "da
 
 /// The operations of a BulkRequest body, each classified by its own method and path.
 /// `custom` is the tenant's extra resource types.
-pub fn bulk_operations(body: &[u8], custom: &[Arc<str>]) -> Result<Vec<Classified>, InvalidBulk> {
+pub(crate) fn bulk_operations(
+    body: &[u8],
+    custom: &[Arc<str>],
+) -> Result<Vec<Classified>, InvalidBulk> {
     let doc = parse_object(body).map_err(|_| InvalidBulk("not strict SCIM JSON"))?;
     if !only_members(&doc, &REQUEST_MEMBERS) {
         return Err(InvalidBulk("unknown member in the BulkRequest"));

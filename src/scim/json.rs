@@ -16,10 +16,10 @@ use crate::strict_json::{Names, StrictSeed};
 /// Why a body is not strict SCIM JSON. The detail is for logs, never for the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not strict SCIM JSON: {0}")]
-pub struct InvalidJson(String);
+pub(crate) struct InvalidJson(String);
 
 /// Parses a SCIM JSON object (see the module docs for what is refused).
-pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, InvalidJson> {
+pub(crate) fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, InvalidJson> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = StrictSeed(Names::ScimFolded)
         .deserialize(&mut de)
@@ -33,7 +33,7 @@ pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, InvalidJson> {
 }
 
 /// The member `name` of a parsed object, compared case-insensitively (unique by construction).
-pub fn member<'v>(object: &'v Map<String, Value>, name: &str) -> Option<&'v Value> {
+pub(crate) fn member<'v>(object: &'v Map<String, Value>, name: &str) -> Option<&'v Value> {
     object
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -41,7 +41,7 @@ pub fn member<'v>(object: &'v Map<String, Value>, name: &str) -> Option<&'v Valu
 }
 
 /// Whether every member name of `object` is one of `known` (case-insensitively).
-pub fn only_members(object: &Map<String, Value>, known: &[&str]) -> bool {
+pub(crate) fn only_members(object: &Map<String, Value>, known: &[&str]) -> bool {
     object
         .keys()
         .all(|k| known.iter().any(|n| n.eq_ignore_ascii_case(k)))

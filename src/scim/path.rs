@@ -27,7 +27,7 @@ use super::{Classified, Operation, Resource};
 
 /// Why a path is not forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PathError {
+pub(crate) enum PathError {
     /// The backend could resolve it to another resource than we would: empty, `.` or `..`
     /// segments (raw or encoded), encoded `/` or `\`, `;` parameters, control characters,
     /// broken `%`-escapes, or an escaped spelling of an endpoint name (400).
@@ -40,7 +40,7 @@ pub enum PathError {
 
 /// Parses `path` (after the tenant prefix; no query) with `method` against the grammar above.
 /// `custom` is the tenant's extra resource types.
-pub fn parse_request(
+pub(crate) fn parse_request(
     method: &Method,
     path: &str,
     custom: &[Arc<str>],
@@ -167,7 +167,7 @@ fn endpoint(segment: &Segment<'_>, custom: &[Arc<str>]) -> Option<Resource> {
 
 /// RFC 3986 §2.1 percent-decoding of one segment; `None` for a bad escape (two hex digits
 /// exactly: `%+1` is not an escape) or a non-UTF-8 result.
-pub fn percent_decode(raw: &str) -> Option<Cow<'_, str>> {
+pub(crate) fn percent_decode(raw: &str) -> Option<Cow<'_, str>> {
     if !raw.contains('%') {
         return Some(Cow::Borrowed(raw));
     }

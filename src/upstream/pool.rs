@@ -96,7 +96,7 @@ enum H2 {
 
 /// The response body from the upstream. Reading it to the end returns its HTTP/1.1 connection
 /// to the pool.
-pub struct UpstreamBody {
+pub(crate) struct UpstreamBody {
     inner: Incoming,
     checkin: Option<Checkin>,
 }
