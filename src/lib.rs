@@ -34,6 +34,7 @@ pub mod error;
 pub mod explain;
 pub mod front;
 pub mod headers;
+pub mod issuer;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
