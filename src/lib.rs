@@ -36,6 +36,7 @@ mod error;
 pub mod explain;
 mod front;
 pub mod headers;
+pub mod issuer;
 pub mod metrics;
 mod proxy;
 mod reload;
