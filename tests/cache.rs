@@ -284,8 +284,18 @@ async fn reload_invalidates_the_cache() {
         .await
         .assert_insufficient_scope();
     assert_eq!(cache_counts(&gw).await, (hits + 1.0, misses + 1.0));
+    gw.flush_logs();
     let lines = access_lines(&gw);
-    let last = lines.last().expect("access line");
+    let last = lines
+        .iter()
+        .rev()
+        .find(|l| {
+            !l["request_id"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("flush-marker-")
+        })
+        .expect("access line");
     assert_eq!(last["reason"], json!("no_rule"));
 }
 
