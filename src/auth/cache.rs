@@ -75,7 +75,8 @@ impl TokenCache {
         let entry = self.entries.as_ref()?.get(key)?;
         let now = now as f64;
         let fresh = entry.jwks_generation == jwks_generation
-            && entry.exp + self.leeway >= now
+            // Expired at `exp` itself (RFC 7519 §4.1.4), as the verifier decides.
+            && entry.exp + self.leeway > now
             && entry.nbf.is_none_or(|nbf| nbf - self.leeway <= now);
         if fresh {
             Some(entry.token.clone())
@@ -165,8 +166,11 @@ mod tests {
         let cache = TokenCache::new(10, Duration::from_secs(30));
         let key = TokenCache::key("t");
         cache.insert(key, &verified(1_000, Some(500)), 1, 1);
-        assert!(cache.get(&key, 1, 1_030).is_some(), "within leeway");
-        assert!(cache.get(&key, 1, 1_031).is_none(), "expired while cached");
+        assert!(cache.get(&key, 1, 1_029).is_some(), "within leeway");
+        assert!(
+            cache.get(&key, 1, 1_030).is_none(),
+            "expired at exp + leeway itself, while cached"
+        );
         assert!(
             cache.get(&key, 1, 900).is_none(),
             "an expired entry is dropped, not resurrected"

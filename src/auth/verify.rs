@@ -254,7 +254,8 @@ impl ClaimChecks {
     }
 
     /// What jsonwebtoken leaves to us (threats §3.3): `iss` must be a single string, `aud` a
-    /// string or array of strings, `iat` not in the future, and the lifetime bounded.
+    /// string or array of strings, `exp` strictly after now, `iat` not in the future, and the
+    /// lifetime bounded.
     fn check_claims(&self, claims: &Map<String, Value>, now: u64) -> Result<(), TokenRejection> {
         if self.issuer && !claims.get("iss").is_some_and(Value::is_string) {
             return Err(TokenRejection::WrongIssuer);
@@ -274,6 +275,11 @@ impl ClaimChecks {
             .and_then(Value::as_f64)
             .ok_or(TokenRejection::Malformed)?;
         let (now_f, leeway, max) = (now as f64, self.leeway as f64, self.max_lifetime as f64);
+        // RFC 7519 §4.1.4: the current time MUST be before `exp`. jsonwebtoken also accepts
+        // the second `exp` names itself (it refuses only `exp < now - leeway`).
+        if exp + leeway <= now_f {
+            return Err(TokenRejection::Expired);
+        }
         if exp - now_f > max + leeway {
             return Err(TokenRejection::LifetimeTooLong);
         }

@@ -72,6 +72,27 @@ fn decodes_a_real_token() {
     assert_eq!(claims["sub"], "idp");
 }
 
+/// RFC 7519 §4.1.4: the current time must be before `exp`, so a token is expired at the second
+/// its `exp` (plus leeway) names, not one second later.
+#[test]
+fn a_token_is_expired_at_its_exp_second() {
+    let f = Fixture::new();
+    let exp = now() + 100;
+    let mut claims = Fixture::good_claims().as_object().unwrap().clone();
+    claims.insert("exp".into(), json!(exp));
+    let token = f.issuer.mint(&Value::Object(claims)).unwrap();
+    let header = inspect_header(&token, &f.checks.allowed).unwrap();
+    let candidates = f.keys.candidates(header.kid.as_deref(), header.alg);
+    let leeway = f.checks.leeway;
+    let at = |now: u64| f.checks.verify(&token, header.alg, &candidates, now);
+    assert!(
+        at(exp + leeway - 1).is_ok(),
+        "the last second before exp + leeway"
+    );
+    assert_eq!(at(exp + leeway), Err(TokenRejection::Expired));
+    assert_eq!(at(exp + leeway + 1), Err(TokenRejection::Expired));
+}
+
 #[test]
 fn time_claims() {
     let f = Fixture::new();

@@ -92,11 +92,6 @@ impl HeavyUpstream {
         self.counters.open.load(Ordering::SeqCst)
     }
 
-    /// Request heads received so far.
-    pub fn requests(&self) -> usize {
-        self.counters.requests.load(Ordering::SeqCst)
-    }
-
     /// Polls (bounded) until `pred(open())`; returns whether it held in time.
     pub async fn wait_open(&self, pred: impl Fn(usize) -> bool, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;

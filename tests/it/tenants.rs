@@ -1,18 +1,16 @@
 //! Several tenants behind one scimgate (issue 5): each path prefix has its own issuer, rules,
 //! service account and upstream; a token of one tenant is useless on another's prefix.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::observe::{metric, replace_file};
+use crate::support::{JwksMode, JwksServer, SigningKey, TempDir, Token, Upstream, send, toml_str};
 use bytes::Bytes;
 use serde_json::json;
-use support::observe::{metric, replace_file};
-use support::{JwksMode, JwksServer, SigningKey, TempDir, Token, Upstream, send, toml_str};
 
 /// A gateway started from a hand-written config (the harness builder writes one tenant).
 struct TenantGateway {
@@ -113,7 +111,7 @@ impl TenantGateway {
         }
     }
 
-    async fn get(&self, path: &str, token: &str) -> support::Response {
+    async fn get(&self, path: &str, token: &str) -> crate::support::Response {
         let auth = format!("Bearer {token}");
         send(
             self.proxy,
@@ -144,7 +142,7 @@ struct Side {
 impl Side {
     async fn start(kid: &str) -> Self {
         let key = SigningKey::ec(kid);
-        let jwks = JwksServer::start(support::mint::jwks(&[&key])).await;
+        let jwks = JwksServer::start(crate::support::mint::jwks(&[&key])).await;
         let upstream = Upstream::start().await;
         let issuer = format!("https://issuer-{kid}.example.com");
         Self {

@@ -1,17 +1,15 @@
 //! Upstream faults are reported as the gateway's own SCIM errors (502 / 504), never as the
 //! caller's fault and never with the backend's own error details.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{Gateway, Token, Upstream, fixture, rsa_key};
 use serde_json::json;
-use support::{Gateway, Token, Upstream, fixture, rsa_key};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_is_502() {
     let (jwks, _upstream, _) = fixture().await;
-    let cfg = support::GatewayConfig::new(&Upstream::down_url(), &jwks.url());
+    let cfg = crate::support::GatewayConfig::new(&Upstream::down_url(), &jwks.url());
     let gw = Gateway::start(cfg).await;
     let r = gw.get("/Users", Some(&Token::new().sign(rsa_key()))).await;
     r.assert_scim_error(502);
@@ -24,7 +22,7 @@ async fn upstream_down_is_502() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_rejecting_the_service_account_key_is_502() {
     let (_jwks, upstream, cfg) = fixture().await;
-    upstream.set_behavior(support::upstream::Behavior {
+    upstream.set_behavior(crate::support::upstream::Behavior {
         status: 401,
         headers: vec![
             ("content-type".into(), "application/scim+json".into()),
@@ -70,11 +68,14 @@ async fn request_timeout_shorter_than_upstream_timeout_is_408() {
     let (_jwks, upstream, cfg) = fixture().await;
     upstream.set_delay(Duration::from_secs(5));
     let gw = answers_request_timeout(cfg).await;
-    let metrics = support::observe::scrape(&gw).await;
+    let metrics = crate::support::observe::scrape(&gw).await;
     let series = r#"scimgate_requests_total{outcome="request_timeout"}"#;
-    assert_eq!(support::observe::metric(&metrics, series), Some(1.0));
+    assert_eq!(crate::support::observe::metric(&metrics, series), Some(1.0));
     let series = r#"scimgate_requests_total{outcome="upstream_timeout"}"#;
-    assert_eq!(support::observe::metric_or_zero(&metrics, series), 0.0);
+    assert_eq!(
+        crate::support::observe::metric_or_zero(&metrics, series),
+        0.0
+    );
 }
 
 /// An error response whose body stalls is read under the request's deadline: the caller gets
@@ -100,12 +101,12 @@ async fn stalled_error_body_ends_at_request_timeout() {
         // Hold the connection open with the body unfinished.
         tokio::time::sleep(Duration::from_secs(30)).await;
     });
-    answers_request_timeout(support::GatewayConfig::new(&url, &jwks.url())).await;
+    answers_request_timeout(crate::support::GatewayConfig::new(&url, &jwks.url())).await;
 }
 
 /// Starts the gateway with `server.request_timeout` 500 ms and `upstream.timeout` 30 s, sends
 /// one authorized GET, and checks that it ends in 408 long before the upstream's timeout.
-async fn answers_request_timeout(cfg: support::GatewayConfig) -> Gateway {
+async fn answers_request_timeout(cfg: crate::support::GatewayConfig) -> Gateway {
     let cfg =
         cfg.set("upstream", "timeout", "\"30s\"")
             .set("server", "request_timeout", "\"500ms\"");

@@ -1,10 +1,8 @@
 //! `scimgate check`: exit codes, one line per problem with its key path, no secrets printed.
 
-mod support;
-
-use support::CheckOutput;
-use support::gateway::binary;
-use support::{GatewayConfig, TempDir, run_check, run_check_file};
+use crate::support::CheckOutput;
+use crate::support::gateway::binary;
+use crate::support::{GatewayConfig, TempDir, run_check, run_check_file};
 
 fn assert_no_secret(out: &CheckOutput, secret: &str) {
     assert!(

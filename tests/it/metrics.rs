@@ -2,12 +2,10 @@
 //! exists at 0 before the first event, so `increase(…[10m]) > 0` fires on the first failure,
 //! and `promtool check metrics` finds nothing to complain about.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::observe::{metric, replace_file, scrape};
-use support::{Gateway, JwksMode, Token, fixture, rsa_key};
+use crate::support::observe::{metric, replace_file, scrape};
+use crate::support::{Gateway, JwksMode, Token, fixture, rsa_key};
 
 /// Every `outcome` value (README, metrics table).
 const OUTCOMES: &[&str] = &[

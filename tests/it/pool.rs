@@ -2,13 +2,13 @@
 //! reused, `Connection: close` is honoured, concurrent requests get connections of their own,
 //! and an HTTPS backend whose ALPN picks `h2` is spoken to over one HTTP/2 connection.
 
-mod support;
-
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::hostile::Resetter;
+use crate::support::{Gateway, GatewayConfig, JwksServer, Token, mint, rsa_key};
 use bytes::Bytes;
 use http::{Request, Response, Version};
 use http_body_util::Full;
@@ -17,8 +17,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use support::hostile::Resetter;
-use support::{Gateway, GatewayConfig, JwksServer, Token, mint, rsa_key};
 use tokio::net::TcpListener;
 
 const BODY: &[u8] = br#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:ListResponse"],"totalResults":0,"Resources":[]}"#;
@@ -172,16 +170,16 @@ fn tls_acceptor() -> (tokio_rustls::TlsAcceptor, String) {
     )
 }
 
-async fn gateway_for(backend: &Backend) -> (JwksServer, Gateway, support::TempDir) {
+async fn gateway_for(backend: &Backend) -> (JwksServer, Gateway, crate::support::TempDir) {
     let jwks = JwksServer::start(mint::jwks(&[rsa_key()])).await;
-    let dir = support::TempDir::new("pool");
+    let dir = crate::support::TempDir::new("pool");
     let mut cfg = GatewayConfig::new(&backend.url(), &jwks.url());
     if let Some(pem) = &backend.cert_pem {
         let ca = dir.write("upstream-ca.pem", pem.as_bytes(), 0o644);
         cfg = cfg.set(
             "upstream",
             "ca_file",
-            &support::toml_str(&ca.to_string_lossy()),
+            &crate::support::toml_str(&ca.to_string_lossy()),
         );
     }
     (jwks, Gateway::start(cfg).await, dir)

@@ -2,17 +2,15 @@
 //! endpoints, rotation, refetch storms, the validation path's availability, and the
 //! validated-token cache — against the real binary.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-use support::hostile::UntrustedTls;
-use support::mint::{self, SigningKey};
-use support::{
+use crate::support::hostile::UntrustedTls;
+use crate::support::mint::{self, SigningKey};
+use crate::support::{
     Attacker, Gateway, GatewayConfig, JwksMode, JwksServer, Token, Upstream, ec_key, fixture,
     rsa_key,
 };
+use serde_json::json;
 
 /// Writes `text` as the gateway's config, sends `SIGHUP`, and waits (bounded) for one more
 /// "configuration reloaded" line.
@@ -51,12 +49,12 @@ async fn force_refetch(gw: &Gateway, jwks: &JwksServer) -> Vec<u16> {
 }
 
 /// `scimgate check` on the default config with one `[jwt]` key replaced.
-fn check_jwt(key: &str, value: &str) -> support::CheckOutput {
+fn check_jwt(key: &str, value: &str) -> crate::support::CheckOutput {
     let cfg = GatewayConfig::new("http://127.0.0.1:9/scim/v2", "http://127.0.0.1:9/keys")
         .set("jwt", key, value);
-    let dir = support::TempDir::new("jwks-check");
+    let dir = crate::support::TempDir::new("jwks-check");
     let (path, _) = cfg.write_to(&dir);
-    support::run_check_file(&path, &[])
+    crate::support::run_check_file(&path, &[])
 }
 
 /// T35 ★ The key source: `jwt.jwks_url` must be https (plain http only for loopback); redirects
@@ -73,7 +71,7 @@ async fn t35_key_source_integrity() {
         "file:///etc/passwd",
         "https://user:pw@idp.example.com/keys",
     ] {
-        let out = check_jwt("jwks_url", &support::toml_str(url));
+        let out = check_jwt("jwks_url", &crate::support::toml_str(url));
         assert_eq!(out.code, Some(1), "{url} accepted: {}", out.stdout);
         assert!(out.stderr.contains("jwt.jwks_url"), "{url}: {}", out.stderr);
     }
@@ -83,7 +81,7 @@ async fn t35_key_source_integrity() {
         "http://[::1]:9/keys",
         "http://localhost:9/keys",
     ] {
-        let out = check_jwt("jwks_url", &support::toml_str(url));
+        let out = check_jwt("jwks_url", &crate::support::toml_str(url));
         assert_eq!(out.code, Some(0), "{url} refused: {}", out.stderr);
     }
 
@@ -176,12 +174,12 @@ async fn t35_key_source_integrity() {
     assert_eq!(upstream.hits(), 0);
     drop(gw);
     // Control: the same endpoint with its certificate deliberately trusted (`jwt.ca_file`).
-    let dir = support::TempDir::new("t35-ca");
+    let dir = crate::support::TempDir::new("t35-ca");
     let ca = dir.write("idp-ca.pem", tls.cert_pem().as_bytes(), 0o644);
     let cfg = GatewayConfig::new(&upstream.url(), &tls.url("/keys")).set(
         "jwt",
         "ca_file",
-        &support::toml_str(&ca.to_string_lossy()),
+        &crate::support::toml_str(&ca.to_string_lossy()),
     );
     let gw = Gateway::start(cfg).await;
     assert_eq!(
@@ -205,7 +203,7 @@ async fn never_loaded(
         jwks.set_mode(mode);
     }
     let cfg = match url {
-        Some(url) => cfg.set("jwt", "jwks_url", &support::toml_str(&url)),
+        Some(url) => cfg.set("jwt", "jwks_url", &crate::support::toml_str(&url)),
         None => cfg,
     };
     let gw = Gateway::start_unready(cfg).await;
@@ -491,7 +489,7 @@ async fn t38_unknown_kid_refetch_storm() {
     for wave in 0..5 {
         let mut tasks = Vec::new();
         for i in 0..60 {
-            let kid = format!("storm-{wave}-{i}-{}", support::config::random_hex(4));
+            let kid = format!("storm-{wave}-{i}-{}", crate::support::config::random_hex(4));
             let key = if i % 2 == 0 { rsa_key() } else { &attacker };
             let token = Token::new()
                 .header("kid", json!(kid))
@@ -499,8 +497,8 @@ async fn t38_unknown_kid_refetch_storm() {
                 .sign(key);
             let addr = gw.proxy_addr;
             tasks.push(tokio::spawn(async move {
-                let auth = support::bearer(&token);
-                support::send(
+                let auth = crate::support::bearer(&token);
+                crate::support::send(
                     addr,
                     "GET",
                     "/Users",

@@ -2,19 +2,17 @@
 //! tunnels, persistent connections, smuggling, size and time limits, HTTP/2 floods — against the
 //! real binary, with raw HTTP/1 bytes and HTTP/2 frames.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use serde_json::json;
-use support::h2client::{self, RawH2};
-use support::observe::{metric, scrape};
-use support::upstream::{BASE_PATH, Recorded};
-use support::wire::{self, RawConn};
-use support::{
+use crate::support::h2client::{self, RawH2};
+use crate::support::observe::{metric, scrape};
+use crate::support::upstream::{BASE_PATH, Recorded};
+use crate::support::wire::{self, RawConn};
+use crate::support::{
     Attacker, Expect, Gateway, H2, Table, Token, Upstream, bearer, ec_key, fixture, rsa_key,
 };
+use bytes::Bytes;
+use serde_json::json;
 
 fn auth_line() -> String {
     format!("Authorization: Bearer {}", Token::new().sign(rsa_key()))
@@ -67,7 +65,7 @@ async fn t26_upstream_target_is_fixed() {
             cfg.set(
                 "upstream",
                 "url",
-                &support::toml_str(&format!("http://{}", upstream.authority())),
+                &crate::support::toml_str(&format!("http://{}", upstream.authority())),
             )
         } else {
             cfg
@@ -233,7 +231,7 @@ async fn t27_no_unauthenticated_paths() {
         "/metrics/../Users",
         "/healthz/x",
     ] {
-        let r = support::send(
+        let r = crate::support::send(
             gw.admin_addr,
             "GET",
             path,
@@ -650,7 +648,7 @@ async fn t30_http1_keep_alive_and_pipelining() {
     let good = auth_line();
     let bad = format!(
         "Authorization: Bearer {}",
-        support::mint::corrupt_signature(&Token::new().sign(rsa_key()))
+        crate::support::mint::corrupt_signature(&Token::new().sign(rsa_key()))
     );
     let pipelined = format!(
         "GET /Users?n=1 HTTP/1.1\r\nHost: gw\r\n{good}\r\n\r\n\
@@ -664,7 +662,7 @@ async fn t30_http1_keep_alive_and_pipelining() {
         .expect("pipelined exchange");
     assert_eq!(ex.statuses(), vec![200, 401, 401, 200, 401]);
     for r in &ex.responses {
-        support::Response::from(r.clone()).assert_free_of(&gw.sentinels());
+        crate::support::Response::from(r.clone()).assert_free_of(&gw.sentinels());
     }
     let targets: Vec<String> = upstream.requests().into_iter().map(|r| r.target).collect();
     assert_eq!(
@@ -708,7 +706,7 @@ async fn t30_http2_streams_are_authenticated_independently() {
     let gw = Gateway::start(cfg).await;
     let h2 = H2::connect(gw.proxy_addr).await.expect("h2 connect");
     let good = bearer(&Token::new().sign(rsa_key()));
-    let bad = bearer(&support::mint::corrupt_signature(
+    let bad = bearer(&crate::support::mint::corrupt_signature(
         &Token::new().sign(ec_key()),
     ));
     let mut tasks = Vec::new();
@@ -1368,7 +1366,7 @@ async fn t31_request_smuggling_corpus() {
     for (case, ex) in &exchanges {
         let (name, _, framing) = &cases[*case];
         for r in &ex.responses {
-            support::Response::from(r.clone()).assert_free_of(&gw.sentinels());
+            crate::support::Response::from(r.clone()).assert_free_of(&gw.sentinels());
         }
         let marker = format!("case={case}");
         let mine: Vec<&Recorded> = recorded
@@ -1441,7 +1439,7 @@ async fn t31_te_and_cl_is_refused_and_the_connection_closed() {
         ex.closed,
         "the connection must be closed after a TE+CL request"
     );
-    support::Response::from(ex.responses[0].clone()).assert_scim_error(400);
+    crate::support::Response::from(ex.responses[0].clone()).assert_scim_error(400);
     assert_eq!(upstream.hits(), 0, "a TE+CL request reached the upstream");
 }
 
@@ -1471,7 +1469,7 @@ async fn t32_oversized_input_and_auth_before_body() {
         match wire::raw_exchange(gw.proxy_addr, request.as_bytes(), Duration::from_secs(5)).await {
             Ok(raw) => table.check(
                 name,
-                &support::Response::from(raw),
+                &crate::support::Response::from(raw),
                 Expect::Framing(431),
                 "",
             ),

@@ -1,13 +1,11 @@
 //! The access line is the audit trail: none lost on SIGTERM or SIGHUP, one per request in
 //! order, and the writer's drop count exported from the start.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::observe::{access_lines, metric, scrape, sighup};
+use crate::support::{Gateway, Token, fixture, rsa_key};
 use bytes::Bytes;
-use support::observe::{access_lines, metric, scrape, sighup};
-use support::{Gateway, Token, fixture, rsa_key};
 
 /// Sends `n` requests one after another, each with its own `x-request-id`, and returns the ids.
 async fn requests(gw: &Gateway, prefix: &str, n: usize) -> Vec<String> {

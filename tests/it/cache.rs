@@ -2,17 +2,15 @@
 //! expiry is re-checked on every hit, a key leaving the JWKS and a reload both invalidate it,
 //! and size 0 disables it.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use support::mint::{self, PROVISIONER_GROUP, SigningKey};
-use support::observe::{
+use crate::support::mint::{self, PROVISIONER_GROUP, SigningKey};
+use crate::support::observe::{
     access_lines, metric_or_zero, replace_file, scrape, sighup, wait_access_lines,
 };
-use support::{Gateway, JwksServer, Token, ec_key, fixture, rsa_key, toml_str};
+use crate::support::{Gateway, JwksServer, Token, ec_key, fixture, rsa_key, toml_str};
 
 /// (hits, misses) of the token cache.
 async fn cache_counts(gw: &Gateway) -> (f64, f64) {
@@ -108,54 +106,7 @@ async fn cache_hit_gives_the_same_decision_as_the_miss() {
     );
 }
 
-// === 12. expiry is re-checked on every hit ===
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cached_token_is_refused_once_it_expires() {
-    let (_jwks, upstream, cfg) = fixture().await;
-    let gw = Gateway::start(cfg.set("jwt", "leeway", &toml_str("0s"))).await;
-    let exp = mint::now() + 2;
-    let token = Token::new().claim("exp", json!(exp)).sign(ec_key());
-    let r = gw.get("/Users", Some(&token)).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let r = gw.get("/Users", Some(&token)).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let (hits, _) = cache_counts(&gw).await;
-    assert_eq!(hits, 1.0, "the token is served from the cache");
-
-    let deadline = Instant::now() + Duration::from_secs(6);
-    let refused = loop {
-        let r = gw.get("/Users", Some(&token)).await;
-        if r.status != 200 {
-            break r;
-        }
-        assert!(
-            mint::now() <= exp + 1,
-            "still accepted at {} although exp was {exp} and leeway 0s",
-            mint::now()
-        );
-        assert!(Instant::now() < deadline, "never refused");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    refused.assert_invalid_token();
-    assert!(
-        mint::now() > exp,
-        "refused before exp ({} <= {exp})",
-        mint::now()
-    );
-    let accepted = upstream.hits();
-    let r = gw.get("/Users", Some(&token)).await;
-    r.assert_invalid_token();
-    assert_eq!(upstream.hits(), accepted);
-    let metrics = scrape(&gw).await;
-    assert!(
-        metric_or_zero(
-            &metrics,
-            r#"scimgate_auth_decisions_total{decision="deny",reason="expired"}"#
-        ) >= 2.0,
-        "{metrics}"
-    );
-}
+// === 12. expiry is re-checked on every hit: security_tokens::t18_cached_token_expires_on_time ===
 
 // === 13. a key leaving the JWKS invalidates cached tokens ===
 
@@ -203,8 +154,8 @@ async fn removed_key_invalidates_cached_tokens_after_an_unknown_kid_refetch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removed_key_invalidates_cached_tokens_after_a_background_refresh() {
     let jwks = JwksServer::start(mint::jwks(&[rsa_key(), ec_key()])).await;
-    let upstream = support::Upstream::start().await;
-    let cfg = support::GatewayConfig::new(&upstream.url(), &jwks.url())
+    let upstream = crate::support::Upstream::start().await;
+    let cfg = crate::support::GatewayConfig::new(&upstream.url(), &jwks.url())
         .set("jwt", "refresh_interval", &toml_str("1s"))
         .set("jwt", "min_refresh_interval", &toml_str("1s"));
     let gw = Gateway::start(cfg).await;

@@ -4,16 +4,14 @@
 //! ambiguous framing) is answered with a SCIM error, an access line and a metric; message
 //! boundaries are where hyper puts them, however the bytes arrive.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::observe::{metric_or_zero, scrape, wait_access_lines};
+use crate::support::pieces::{self, exchange_in_pieces, tls_exchange};
+use crate::support::upstream::BASE_PATH;
+use crate::support::wire::{self, Exchange, RawResponse};
+use crate::support::{Gateway, GatewayConfig, TempDir, Token, fixture, rsa_key};
 use serde_json::{Value, json};
-use support::observe::{metric_or_zero, scrape, wait_access_lines};
-use support::pieces::{self, exchange_in_pieces, tls_exchange};
-use support::upstream::BASE_PATH;
-use support::wire::{self, Exchange, RawResponse};
-use support::{Gateway, GatewayConfig, TempDir, Token, fixture, rsa_key};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -39,7 +37,7 @@ async fn exchange(gw: &Gateway, request: &[u8]) -> Exchange {
 /// A response scimgate produced itself for a refused head: the SCIM error (RFC 7644 §3.12) with
 /// `status`, an `x-request-id`, `Connection: close`. Returns the request id.
 fn assert_refused(r: &RawResponse, status: u16, what: &str) -> String {
-    let response = support::Response::from(r.clone());
+    let response = crate::support::Response::from(r.clone());
     assert_eq!(
         response.status,
         status,
@@ -448,7 +446,7 @@ async fn a_malformed_chunked_body_is_not_forwarded_as_complete() {
         assert!(ex.responses.len() <= 1, "{name}: {:?}", ex.statuses());
         if let Some(r) = ex.responses.first() {
             assert!(r.status >= 400, "{name}: {}", r.status);
-            support::Response::from(r.clone()).assert_scim_error(r.status);
+            crate::support::Response::from(r.clone()).assert_scim_error(r.status);
         }
         let got = upstream.requests().split_off(before);
         assert!(
@@ -471,12 +469,12 @@ async fn tls_connections_get_the_same_front() {
         .set(
             "server",
             "tls_cert_file",
-            &support::toml_str(&cert.display().to_string()),
+            &crate::support::toml_str(&cert.display().to_string()),
         )
         .set(
             "server",
             "tls_key_file",
-            &support::toml_str(&key.display().to_string()),
+            &crate::support::toml_str(&key.display().to_string()),
         );
     let gw = Gateway::start(cfg).await;
 

@@ -9,18 +9,18 @@
 //! GOAWAY, then closed at most 1 s later); a response not fully written R + 1 s after its
 //! request arrived is cut (HTTP/2: RST_STREAM; HTTP/1: the connection is closed).
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::h2client::{self, GOAWAY, HEADERS, RST_STREAM};
+use crate::support::heavy::HeavyUpstream;
+use crate::support::squat::{self, Kind, Seen};
+use crate::support::wire::RawConn;
+use crate::support::{
+    Gateway, GatewayConfig, JwksServer, TempDir, Token, ec_key, fixture, mint, rsa_key,
+};
 use bytes::Bytes;
 use rustls_pki_types::ServerName;
-use support::h2client::{self, GOAWAY, HEADERS, RST_STREAM};
-use support::heavy::HeavyUpstream;
-use support::squat::{self, Kind, Seen};
-use support::wire::RawConn;
-use support::{Gateway, GatewayConfig, JwksServer, TempDir, Token, ec_key, fixture, mint, rsa_key};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -98,7 +98,7 @@ async fn idle_http2_connections_are_closed() {
 
     // Busy is not idle: a request that takes longer than header_read_timeout is answered.
     upstream.set_delay(HEAD + Duration::from_millis(500));
-    let h2 = support::H2::connect(gw.proxy_addr)
+    let h2 = crate::support::H2::connect(gw.proxy_addr)
         .await
         .expect("h2 connect");
     let auth = format!("Bearer {}", token());
@@ -172,8 +172,8 @@ async fn idle_http2_over_tls_is_closed() {
     let dir = TempDir::new("tls");
     let (cert, key, der) = self_signed(&dir);
     let cfg = short_timeouts(cfg)
-        .set("server", "tls_cert_file", &support::toml_str(&cert))
-        .set("server", "tls_key_file", &support::toml_str(&key));
+        .set("server", "tls_cert_file", &crate::support::toml_str(&cert))
+        .set("server", "tls_key_file", &crate::support::toml_str(&key));
     let gw = Gateway::start(cfg).await;
 
     let mut roots = rustls::RootCertStore::empty();
@@ -466,7 +466,9 @@ async fn open_many(
     for i in 0..n {
         if i % 16 == 0 {
             let deadline = Instant::now() + Duration::from_secs(5);
-            while support::procfs::accept_queue(addr.port()) >= 32 && Instant::now() < deadline {
+            while crate::support::procfs::accept_queue(addr.port()) >= 32
+                && Instant::now() < deadline
+            {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
@@ -506,7 +508,7 @@ impl Peak {
         let k = Arc::clone(&kib);
         let sampler = tokio::spawn(async move {
             loop {
-                let rss = support::procfs::status_kib(pid, "VmRSS");
+                let rss = crate::support::procfs::status_kib(pid, "VmRSS");
                 k.fetch_max(rss, std::sync::atomic::Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -554,7 +556,7 @@ async fn hostile_connections_are_bounded_and_closed() {
     const HEAD: Duration = Duration::from_secs(3);
     const REQUEST: Duration = Duration::from_secs(3);
     // About 1,600 descriptors in this process and 1,100 in the gateway, which inherits the limit.
-    support::procfs::ensure_nofile(4096);
+    crate::support::procfs::ensure_nofile(4096);
     let jwks = JwksServer::start(mint::jwks(&[rsa_key(), ec_key()])).await;
     let upstream = HeavyUpstream::start(8 * 1024 * 1024).await;
     let cfg = GatewayConfig::new(&upstream.url(), &jwks.url())
@@ -564,7 +566,7 @@ async fn hostile_connections_are_bounded_and_closed() {
     let pid = gw.pid();
     // Warm the token cache and the upstream pool before the baseline.
     assert_eq!(gw.get("/Groups", Some(&token())).await.status, 200);
-    let base_kib = support::procfs::status_kib(pid, "VmRSS");
+    let base_kib = crate::support::procfs::status_kib(pid, "VmRSS");
     let peak = Peak::watch(pid);
 
     let zero_window = |path: &str| Kind::ZeroWindow {
@@ -604,7 +606,7 @@ async fn hostile_connections_are_bounded_and_closed() {
             ));
         }
         let opened = start.elapsed();
-        let fds = support::procfs::open_fds(pid);
+        let fds = crate::support::procfs::open_fds(pid);
         let asked = Instant::now();
         let r = gw.get("/Groups", Some(&token())).await;
         let answered = asked.elapsed();
@@ -700,7 +702,7 @@ async fn hostile_connections_are_bounded_and_closed() {
 /// /healthz and the proxy answer again once descriptors are free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_loops_back_off_when_descriptors_run_out() {
-    use support::procfs;
+    use crate::support::procfs;
     let (_jwks, _upstream, cfg) = fixture().await;
     let gw = Gateway::start(cfg).await;
     let pid = gw.pid();
@@ -782,8 +784,8 @@ async fn padded_upstream(pad: usize) -> String {
             tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
                 let mut reader = BufReader::new(read);
-                while let Ok(Some(head)) = support::wire::read_head(&mut reader).await {
-                    let _ = support::wire::read_body(&mut reader, &head, false).await;
+                while let Ok(Some(head)) = crate::support::wire::read_head(&mut reader).await {
+                    let _ = crate::support::wire::read_body(&mut reader, &head, false).await;
                     let body = br#"{"totalResults":0,"Resources":[]}"#;
                     let response = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: application/scim+json\r\nx-pad: {}\r\n\
@@ -800,7 +802,7 @@ async fn padded_upstream(pad: usize) -> String {
             });
         }
     });
-    format!("http://{addr}{}", support::upstream::BASE_PATH)
+    format!("http://{addr}{}", crate::support::upstream::BASE_PATH)
 }
 
 /// The upstream read buffer is 8 KiB (what a caller who stops reading can pin per exchange, at

@@ -1,11 +1,9 @@
 //! Process lifecycle and the admin port: graceful drain on SIGTERM, health/readiness/metrics,
 //! one access line per request, refused methods.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::{Gateway, Token, fixture, rsa_key};
+use crate::support::{Gateway, Token, fixture, rsa_key};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_an_in_flight_request_then_exits_0() {
@@ -16,7 +14,7 @@ async fn sigterm_drains_an_in_flight_request_then_exits_0() {
     let addr = gw.proxy_addr;
     let auth = format!("Bearer {}", Token::new().sign(rsa_key()));
     let in_flight = tokio::spawn(async move {
-        support::send(
+        crate::support::send(
             addr,
             "GET",
             "/Users",

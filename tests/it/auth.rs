@@ -1,11 +1,9 @@
 //! Authentication and authorization at the edge: 401 / 400 / 403 answers, and the upstream never
 //! sees a request that failed them.
 
-mod support;
-
+use crate::support::mint::{self, AUDIENCE, ISSUER};
+use crate::support::{Gateway, Token, ec_key, fixture, rsa_key};
 use serde_json::json;
-use support::mint::{self, AUDIENCE, ISSUER};
-use support::{Gateway, Token, ec_key, fixture, rsa_key};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_rs256_and_es256_tokens_are_forwarded() {

@@ -1,15 +1,13 @@
 //! The optional TLS listener (issue 2) and its certificate hot reload (issue 4).
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::{GatewayConfig, TempDir, Token, ec_key, fixture};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::{CertificateDer, ServerName};
-use support::{GatewayConfig, TempDir, Token, ec_key, fixture};
 
 /// A self-signed certificate for `localhost` and 127.0.0.1: (certificate PEM, key PEM, DER).
 fn self_signed() -> (String, String, CertificateDer<'static>) {
@@ -78,14 +76,14 @@ async fn serves_https_and_reloads_the_certificate() {
         .set(
             "server",
             "tls_cert_file",
-            &support::toml_str(&cert_path.display().to_string()),
+            &crate::support::toml_str(&cert_path.display().to_string()),
         )
         .set(
             "server",
             "tls_key_file",
-            &support::toml_str(&key_path.display().to_string()),
+            &crate::support::toml_str(&key_path.display().to_string()),
         );
-    let gw = support::Gateway::start(cfg).await;
+    let gw = crate::support::Gateway::start(cfg).await;
     let addr: std::net::SocketAddr = gw
         .url("")
         .trim_start_matches("http://")

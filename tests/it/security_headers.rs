@@ -1,16 +1,14 @@
 //! Security catalogue, sections C and D (threats.md §7, T19–T25): bearer extraction, credential
 //! replacement and header hygiene in both directions — against the real binary.
 
-mod support;
-
 use std::time::Duration;
 
-use bytes::Bytes;
-use serde_json::json;
-use support::upstream::{BASE_PATH, Behavior, Recorded};
-use support::{
+use crate::support::upstream::{BASE_PATH, Behavior, Recorded};
+use crate::support::{
     Attacker, Expect, Gateway, H2, Table, Token, Upstream, bearer, ec_key, fixture, rsa_key,
 };
+use bytes::Bytes;
+use serde_json::json;
 
 /// `GET /Users` with the given extra header lines (each without CRLF), on its own connection.
 fn get_with(lines: &[String]) -> Vec<u8> {
@@ -47,7 +45,7 @@ fn assert_only_service_credential(gw: &Gateway, req: &Recorded, token: &str) {
         "upstream Authorization"
     );
     assert!(!req.has_header_like("proxy-authorization"));
-    let sig = support::mint::signature_segment(token);
+    let sig = crate::support::mint::signature_segment(token);
     for (name, value) in &req.headers {
         assert!(
             !value.contains(sig),
@@ -815,14 +813,14 @@ async fn t25_upstream_echo_of_the_credential_is_not_relayed() {
         delay: Duration::ZERO,
     });
     let tok = Token::new().sign(rsa_key());
-    let raw = support::wire::raw_exchange(
+    let raw = crate::support::wire::raw_exchange(
         gw.proxy_addr,
         &get_with(&[format!("Authorization: Bearer {tok}")]),
         Duration::from_secs(5),
     )
     .await
     .expect("exchange");
-    let r = support::Response::from(raw);
+    let r = crate::support::Response::from(raw);
     let header_leak = r.headers.iter().any(|(_, v)| v.contains(&key));
     let body_leak = r.text().contains(&key);
     assert!(

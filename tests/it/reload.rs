@@ -3,8 +3,6 @@
 //! with a Secret mount that does not answer; the CA files are watched like every other named
 //! file, and a changed CA is used.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -16,8 +14,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use support::observe::{metric, replace_file, scrape};
-use support::{Gateway, JwksMode, JwksServer, TempDir, Token, ec_key, fixture, toml_str};
+use crate::support::observe::{metric, replace_file, scrape};
+use crate::support::{Gateway, JwksMode, JwksServer, TempDir, Token, ec_key, fixture, toml_str};
 
 /// A self-signed certificate for `localhost` and 127.0.0.1: (certificate PEM, key PEM, DER).
 fn self_signed() -> (String, String, CertificateDer<'static>) {
@@ -241,7 +239,7 @@ async fn a_hanging_key_file_read_does_not_stall_requests() {
     for i in 0..3 {
         let answered = tokio::time::timeout(
             Duration::from_secs(3),
-            support::send(
+            crate::support::send(
                 gw.proxy_addr,
                 "GET",
                 "/Users",
@@ -356,7 +354,7 @@ async fn changed_ca_files_are_reloaded_and_used() {
     let token = Token::new().sign(ec_key());
     let get = || async {
         let auth = format!("Bearer {token}");
-        let mut r = support::send(
+        let mut r = crate::support::send(
             gw.proxy_addr,
             "GET",
             "/Users",

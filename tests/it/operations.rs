@@ -2,8 +2,6 @@
 //! invalid config, key-file rotation, SIGHUP), `scimgate explain`, OIDC / RFC 8414 discovery and
 //! JWKS revalidation with `ETag` / `Cache-Control`.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -16,11 +14,11 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-use support::config::{new_sentinel, random_hex};
-use support::gateway::binary;
-use support::mint::{self, ISSUER};
-use support::observe::{metric, replace_file, scrape, sighup, wait_access_lines};
-use support::{Gateway, GatewayConfig, TempDir, Token, ec_key, fixture, rsa_key, toml_str};
+use crate::support::config::{new_sentinel, random_hex};
+use crate::support::gateway::binary;
+use crate::support::mint::{self, ISSUER};
+use crate::support::observe::{metric, replace_file, scrape, sighup, wait_access_lines};
+use crate::support::{Gateway, GatewayConfig, TempDir, Token, ec_key, fixture, rsa_key, toml_str};
 
 // === helpers ===
 
@@ -605,7 +603,7 @@ async fn config_change_adds_a_rule_without_failing_requests() {
     let load = tokio::spawn(async move {
         let mut statuses = Vec::new();
         while !flag.load(Ordering::SeqCst) && statuses.len() < 400 {
-            let r = support::send(
+            let r = crate::support::send(
                 addr,
                 "GET",
                 "/Users",
@@ -1100,7 +1098,7 @@ fn discovery_config(upstream_url: &str, issuer: &str) -> GatewayConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oidc_discovery_finds_the_jwks() {
-    let upstream = support::Upstream::start().await;
+    let upstream = crate::support::Upstream::start().await;
     let idp = discovery_server(true, None).await;
     let issuer = idp.base();
     let gw = Gateway::start(discovery_config(&upstream.url(), &issuer)).await;
@@ -1131,7 +1129,7 @@ async fn oidc_discovery_finds_the_jwks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc8414_document_is_the_fallback() {
-    let upstream = support::Upstream::start().await;
+    let upstream = crate::support::Upstream::start().await;
     let idp = discovery_server(false, None).await;
     let issuer = idp.base();
     let gw = Gateway::start(discovery_config(&upstream.url(), &issuer)).await;
@@ -1153,7 +1151,7 @@ async fn rfc8414_document_is_the_fallback() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_document_naming_another_issuer_stops_startup() {
-    let upstream = support::Upstream::start().await;
+    let upstream = crate::support::Upstream::start().await;
     let idp = discovery_server(true, Some("https://evil.example")).await;
     let issuer = idp.base();
     let dir = TempDir::new("discovery-mismatch");
@@ -1218,7 +1216,7 @@ async fn jwks_is_revalidated_with_if_none_match_and_304_keeps_keys() {
         }
     })
     .await;
-    let upstream = support::Upstream::start().await;
+    let upstream = crate::support::Upstream::start().await;
     let cfg = GatewayConfig::new(&upstream.url(), &format!("{}/jwks", idp.base()))
         .set("jwt", "min_refresh_interval", &toml_str("1s"))
         .set("jwt", "refresh_interval", &toml_str("5s"))
@@ -1300,7 +1298,7 @@ fn explain_args(path: &Path, token: &str) -> Vec<String> {
 /// README/contract: `explain` exits 2 "when the config or JWKS cannot be used": the config.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_exits_2_for_an_invalid_config() {
-    let upstream = support::Upstream::start().await;
+    let upstream = crate::support::Upstream::start().await;
     let dir = TempDir::new("explain-2");
     let token = Token::new().sign(ec_key());
     let (bad, _) = GatewayConfig::new(&upstream.url(), "http://127.0.0.1:9/keys")
@@ -1321,9 +1319,10 @@ async fn explain_exits_2_for_an_invalid_config() {
 /// README/contract: `explain` exits 2 "when the config or JWKS cannot be used": the JWKS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_exits_2_when_the_jwks_cannot_be_fetched() {
-    let upstream = support::Upstream::start().await;
+    let upstream = crate::support::Upstream::start().await;
     let token = Token::new().sign(ec_key());
-    let down = support::Upstream::down_url().replace(support::upstream::BASE_PATH, "/keys");
+    let down =
+        crate::support::Upstream::down_url().replace(crate::support::upstream::BASE_PATH, "/keys");
     let dir = TempDir::new("explain-2-jwks");
     let (path, _) = GatewayConfig::new(&upstream.url(), &down).write_to(&dir);
     let out = run_binary(explain_args(&path, &token), Vec::new(), None).await;
@@ -1346,7 +1345,8 @@ async fn reload_to_an_unloadable_jwks_url_fails_and_keeps_the_old_keys() {
     let token = Token::new().sign(ec_key());
     assert_eq!(gw.get("/Users", Some(&token)).await.status, 200);
 
-    let down = support::Upstream::down_url().replace(support::upstream::BASE_PATH, "/keys");
+    let down =
+        crate::support::Upstream::down_url().replace(crate::support::upstream::BASE_PATH, "/keys");
     let text = std::fs::read_to_string(&gw.config_path).expect("read config");
     let old = format!("jwks_url = {}", toml_str(&jwks.url()));
     assert!(text.contains(&old), "{text}");
@@ -1372,7 +1372,7 @@ async fn reload_to_an_unloadable_jwks_url_fails_and_keeps_the_old_keys() {
 /// RFC 8414 §3: for an issuer with a path, the well-known segment goes before the path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc8414_fallback_for_an_issuer_with_a_path() {
-    let upstream = support::Upstream::start().await;
+    let upstream = crate::support::Upstream::start().await;
     let keys = mint::jwks(&[rsa_key(), ec_key()]);
     let base: Arc<Mutex<String>> = Arc::default();
     let b = Arc::clone(&base);
@@ -1474,7 +1474,7 @@ async fn malformed_request_id_is_replaced_consistently() {
 /// without fetching it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovered_plain_http_jwks_uri_is_refused() {
-    let upstream = support::Upstream::start().await;
+    let upstream = crate::support::Upstream::start().await;
     let base: Arc<Mutex<String>> = Arc::default();
     let b = Arc::clone(&base);
     let idp = MiniServer::start(move |req| {
@@ -1515,7 +1515,7 @@ async fn reload_keeps_the_jwks_and_switches_the_upstream() {
     assert_eq!(gw.get("/Users", Some(&token)).await.status, 200);
     let fetched = jwks.hits();
 
-    let second = support::Upstream::start().await;
+    let second = crate::support::Upstream::start().await;
     let text = std::fs::read_to_string(&gw.config_path).expect("read config");
     let old = format!("url = {}", toml_str(&upstream.url()));
     assert!(text.contains(&old), "{text}");

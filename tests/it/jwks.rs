@@ -1,18 +1,16 @@
 //! The JWKS cache seen from outside: key rotation, single-flight refetch on unknown `kid`,
 //! rate limiting, IdP outages, and readiness.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::mint::{self, SigningKey};
-use support::{Gateway, JwksMode, JwksServer, Token, Upstream, ec_key, fixture, rsa_key};
+use crate::support::mint::{self, SigningKey};
+use crate::support::{Gateway, JwksMode, JwksServer, Token, Upstream, ec_key, fixture, rsa_key};
 
 /// A JWKS server with only the RSA key, a recording upstream and the default config.
-async fn rsa_only() -> (JwksServer, Upstream, support::GatewayConfig) {
+async fn rsa_only() -> (JwksServer, Upstream, crate::support::GatewayConfig) {
     let jwks = JwksServer::start(mint::jwks(&[rsa_key()])).await;
     let upstream = Upstream::start().await;
-    let cfg = support::GatewayConfig::new(&upstream.url(), &jwks.url());
+    let cfg = crate::support::GatewayConfig::new(&upstream.url(), &jwks.url());
     (jwks, upstream, cfg)
 }
 
@@ -23,7 +21,7 @@ async fn burst(gw: &Gateway, tokens: Vec<String>, n: usize) -> Vec<u16> {
         let addr = gw.proxy_addr;
         let auth = format!("Bearer {}", tokens[i % tokens.len()]);
         tasks.push(tokio::spawn(async move {
-            support::send(
+            crate::support::send(
                 addr,
                 "GET",
                 "/Users",
@@ -190,7 +188,7 @@ async fn hanging_jwks_refetch_does_not_block_known_keys() {
     let auth = format!("Bearer {}", Token::new().sign(&stranger));
     let addr = gw.proxy_addr;
     let stuck = tokio::spawn(async move {
-        support::send(
+        crate::support::send(
             addr,
             "GET",
             "/Users",

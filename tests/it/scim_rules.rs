@@ -2,8 +2,6 @@
 //! path tricks, the env-only quick start, the ServiceProviderConfig rewrite and the shadowed-rule
 //! warning of `scimgate check`.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -13,12 +11,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use support::config::new_sentinel;
-use support::gateway::binary;
-use support::mint::{self, AUDIENCE, ISSUER};
-use support::observe::{metric_or_zero, scrape};
-use support::upstream::Behavior;
-use support::{
+use crate::support::config::new_sentinel;
+use crate::support::gateway::binary;
+use crate::support::mint::{self, AUDIENCE, ISSUER};
+use crate::support::observe::{metric_or_zero, scrape};
+use crate::support::upstream::Behavior;
+use crate::support::{
     Gateway, GatewayConfig, Response, Token, Upstream, ec_key, fixture, rsa_key, run_check,
 };
 
@@ -29,7 +27,7 @@ const ME_READERS: &str = "scim-me-readers";
 /// The default fixture plus rules after the default full-access `provisioners` rule:
 /// `readers` (read, search), `bulk-creators` (bulk, create, read on Users), `me-readers`
 /// (read on Me only). All use the `provisioner` account.
-async fn rules_fixture() -> (support::JwksServer, Upstream, GatewayConfig) {
+async fn rules_fixture() -> (crate::support::JwksServer, Upstream, GatewayConfig) {
     let (jwks, upstream, cfg) = fixture().await;
     let cfg = cfg.extra(&format!(
         r#"
@@ -103,7 +101,7 @@ async fn read_only_rule_allows_reads_and_searches_only() {
         assert_eq!(seen.method, method);
         assert_eq!(
             seen.target,
-            format!("{}{path}", support::upstream::BASE_PATH)
+            format!("{}{path}", crate::support::upstream::BASE_PATH)
         );
     }
 
@@ -217,7 +215,7 @@ async fn bulk_operations_are_each_checked_and_bytes_forwarded_exactly() {
     assert_eq!(seen.method, "POST");
     assert_eq!(
         seen.target,
-        format!("{}/Bulk", support::upstream::BASE_PATH)
+        format!("{}/Bulk", crate::support::upstream::BASE_PATH)
     );
 }
 
@@ -291,7 +289,7 @@ async fn path_tricks_are_refused_before_authorization() {
 /// reads through the read-only account and deletes through the writer's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_permitting_rule_wins() {
-    let jwks = support::JwksServer::start(mint::jwks(&[rsa_key(), ec_key()])).await;
+    let jwks = crate::support::JwksServer::start(mint::jwks(&[rsa_key(), ec_key()])).await;
     let upstream = Upstream::start().await;
     let cfg = GatewayConfig::new(&upstream.url(), &jwks.url())
         .account("reader", "x-reader-key", None)
@@ -421,7 +419,7 @@ impl Serve {
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         loop {
-            if let Ok(r) = support::send(admin, "GET", "/readyz", &[], Bytes::new()).await
+            if let Ok(r) = crate::support::send(admin, "GET", "/readyz", &[], Bytes::new()).await
                 && r.status == 200
             {
                 return (proxy, admin);
@@ -475,7 +473,7 @@ fn quickstart_env(upstream: &Upstream, jwks_url: &str, key: &str) -> Vec<(String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn env_only_quick_start_serves_end_to_end() {
-    let jwks = support::JwksServer::start(mint::jwks(&[rsa_key(), ec_key()])).await;
+    let jwks = crate::support::JwksServer::start(mint::jwks(&[rsa_key(), ec_key()])).await;
     let upstream = Upstream::start().await;
     let key = new_sentinel();
     let envs = quickstart_env(&upstream, &jwks.url(), &key);
@@ -486,7 +484,7 @@ async fn env_only_quick_start_serves_end_to_end() {
         .claim("scim_role", json!("provisioner"))
         .sign(ec_key());
     let auth = format!("Bearer {token}");
-    let r = support::send(
+    let r = crate::support::send(
         proxy,
         "GET",
         "/Users",
@@ -505,7 +503,7 @@ async fn env_only_quick_start_serves_end_to_end() {
     );
     assert_eq!(
         seen.target,
-        format!("{}/Users", support::upstream::BASE_PATH)
+        format!("{}/Users", crate::support::upstream::BASE_PATH)
     );
 
     // The rule is the quick-start one: another claim value is refused.
@@ -513,7 +511,7 @@ async fn env_only_quick_start_serves_end_to_end() {
         .claim("scim_role", json!("auditor"))
         .sign(rsa_key());
     let auth = format!("Bearer {other}");
-    let r = support::send(
+    let r = crate::support::send(
         proxy,
         "GET",
         "/Users",
@@ -529,7 +527,7 @@ async fn env_only_quick_start_serves_end_to_end() {
         .claim("aud", json!("someone-else"))
         .sign(ec_key());
     let auth = format!("Bearer {foreign}");
-    let r = support::send(
+    let r = crate::support::send(
         proxy,
         "GET",
         "/Users",
@@ -901,10 +899,10 @@ async fn bulk_with_duplicate_members_is_not_forwarded() {
 /// Quick start with `SCIMGATE_API_KEY_FILE` and no header: `authorization: Bearer <key>`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_start_defaults_to_a_bearer_authorization_header() {
-    let jwks = support::JwksServer::start(mint::jwks(&[rsa_key(), ec_key()])).await;
+    let jwks = crate::support::JwksServer::start(mint::jwks(&[rsa_key(), ec_key()])).await;
     let upstream = Upstream::start().await;
     let key = new_sentinel();
-    let dir = support::TempDir::new("quickstart-file");
+    let dir = crate::support::TempDir::new("quickstart-file");
     let key_file = dir.write("key", format!("{key}\n").as_bytes(), 0o600);
     let mut envs: Vec<(String, String)> = quickstart_env(&upstream, &jwks.url(), "unused")
         .into_iter()
@@ -920,7 +918,7 @@ async fn quick_start_defaults_to_a_bearer_authorization_header() {
         .claim("scim_role", json!("provisioner"))
         .sign(rsa_key());
     let auth = format!("Bearer {token}");
-    let r = support::send(
+    let r = crate::support::send(
         proxy,
         "GET",
         "/Groups",

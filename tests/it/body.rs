@@ -4,12 +4,10 @@
 //! Bodies are real SCIM documents: the gateway classifies `/Bulk` operations (design.md §1
 //! step 3), so a `/Bulk` body must be a BulkRequest.
 
-mod support;
-
+use crate::support::config::random_hex;
+use crate::support::{Gateway, Token, fixture, rsa_key};
 use aws_lc_rs::digest::{SHA256, digest};
 use serde_json::json;
-use support::config::random_hex;
-use support::{Gateway, Token, fixture, rsa_key};
 
 /// A SCIM User document of exactly `len` bytes (padded through `displayName`).
 fn user_of_len(len: usize) -> Vec<u8> {

@@ -1,7 +1,6 @@
 //! Black-box test harness (threats.md §6): the real binary on loopback ports, a fake JWKS
-//! endpoint, a recording upstream, and a token mint. Every test file does `mod support;`; not
-//! every file uses every helper.
-#![allow(dead_code, unused_imports)]
+//! endpoint, a recording upstream, and a token mint, shared by every module of the one
+//! integration-test binary.
 
 pub mod attacker;
 pub mod check;

@@ -7,7 +7,7 @@
 //! connected, unless the test is already failing or called `disarm`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::BufReader;
@@ -24,7 +24,6 @@ struct State {
 pub struct Attacker {
     addr: SocketAddr,
     state: Arc<State>,
-    armed: AtomicBool,
 }
 
 impl Attacker {
@@ -45,15 +44,7 @@ impl Attacker {
                 tokio::spawn(answer(stream, Arc::clone(&accept_state)));
             }
         });
-        Self {
-            addr,
-            state,
-            armed: AtomicBool::new(true),
-        }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+        Self { addr, state }
     }
 
     /// `host:port`.
@@ -85,16 +76,11 @@ impl Attacker {
             self.addr
         );
     }
-
-    /// Turns off the check on drop (only for the harness's own self-test).
-    pub fn disarm(&self) {
-        self.armed.store(false, Ordering::SeqCst);
-    }
 }
 
 impl Drop for Attacker {
     fn drop(&mut self) {
-        if self.armed.load(Ordering::SeqCst) && !std::thread::panicking() {
+        if !std::thread::panicking() {
             self.assert_untouched();
         }
     }

@@ -159,7 +159,6 @@ pub const GOAWAY: u8 = 0x7;
 pub const CONTINUATION: u8 = 0x9;
 
 pub const END_STREAM: u8 = 0x1;
-pub const ACK: u8 = 0x1;
 pub const END_HEADERS: u8 = 0x4;
 
 /// One frame: 24-bit length, type, flags, 31-bit stream id, payload (RFC 9113 §4.1).
@@ -221,8 +220,6 @@ pub struct RawH2 {
 #[derive(Debug, Clone)]
 pub struct Frame {
     pub kind: u8,
-    pub flags: u8,
-    pub stream: u32,
     pub payload: Vec<u8>,
 }
 
@@ -250,8 +247,6 @@ impl RawH2 {
             self.stream.read_exact(&mut payload).await.ok()?;
             Some(Frame {
                 kind: head[3],
-                flags: head[4],
-                stream: u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff,
                 payload,
             })
         };

@@ -122,10 +122,5 @@ fn parse_frames(pending: &mut Vec<u8>, seen: &mut Seen) {
     }
 }
 
-/// Seconds from `start` to `at`, for messages.
-pub fn secs(start: Instant, at: Instant) -> f64 {
-    at.duration_since(start).as_secs_f64()
-}
-
 /// The default bound for a squatter watch in tests.
 pub const WATCH: Duration = Duration::from_secs(15);

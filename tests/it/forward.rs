@@ -1,17 +1,15 @@
 //! What reaches the upstream: the service account's credential and nothing of the caller's,
 //! clean forwarding headers, the request target; and what never reaches the logs.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::mint;
+use crate::support::upstream::BASE_PATH;
+use crate::support::{Gateway, Token, Upstream, ec_key, fixture, rsa_key};
 use serde_json::json;
-use support::mint;
-use support::upstream::BASE_PATH;
-use support::{Gateway, Token, Upstream, ec_key, fixture, rsa_key};
 
 /// Asserts no header of `req` carries `token` or its signature segment.
-fn assert_token_absent(req: &support::upstream::Recorded, token: &str) {
+fn assert_token_absent(req: &crate::support::upstream::Recorded, token: &str) {
     let sig = mint::signature_segment(token);
     for (name, value) in &req.headers {
         assert!(
@@ -234,7 +232,7 @@ async fn hop_by_hop_and_spoofable_headers_are_stripped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn environment_overrides_the_config_file() {
     let (jwks, upstream, _) = fixture().await;
-    let cfg = support::GatewayConfig::new(&Upstream::down_url(), &jwks.url())
+    let cfg = crate::support::GatewayConfig::new(&Upstream::down_url(), &jwks.url())
         .env("SCIMGATE_UPSTREAM__URL", &upstream.url());
     let gw = Gateway::start(cfg).await;
     let r = gw.get("/Users", Some(&Token::new().sign(rsa_key()))).await;

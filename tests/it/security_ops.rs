@@ -3,24 +3,22 @@
 //! and TLS, error oracles — against the real binary. The Cargo.lock guard of T45 is
 //! `tests/lockfile.rs`.
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use serde_json::json;
-use support::hostile::{Resetter, UntrustedTls};
-use support::mint::{self, ISSUER, SigningKey};
-use support::upstream::Behavior;
-use support::{
+use crate::support::hostile::{Resetter, UntrustedTls};
+use crate::support::mint::{self, ISSUER, SigningKey};
+use crate::support::upstream::Behavior;
+use crate::support::{
     Attacker, Gateway, GatewayConfig, H2, JwksServer, TempDir, Token, Upstream, bearer, ec_key,
     fixture, rsa_key,
 };
+use bytes::Bytes;
+use serde_json::json;
 
 /// `scimgate serve` on a config that must be refused: exit code, stdout, stderr (bounded).
 fn serve_path(path: &std::path::Path) -> (Option<i32>, String, String) {
-    let child = Command::new(support::gateway::binary())
+    let child = Command::new(crate::support::gateway::binary())
         .args(["serve", "--config"])
         .arg(path)
         .env_clear()
@@ -137,7 +135,7 @@ async fn t41_secret_and_token_leakage_at_trace() {
         .await
         .expect("h2");
     r.assert_free_of(&gw.sentinels());
-    jwks.set_mode(support::JwksMode::Status(500));
+    jwks.set_mode(crate::support::JwksMode::Status(500));
     gw.get(
         "/Users",
         Some(&Token::new().sign(&SigningKey::ec("stranger-2"))),
@@ -224,7 +222,7 @@ async fn t42_startup_refuses_unsafe_configs() {
     let with_key = |path: &std::path::Path| {
         base().extra(&format!(
             "[service_accounts.other]\nheader = \"x-api-key\"\napi_key_file = {}\n",
-            support::toml_str(&path.to_string_lossy())
+            crate::support::toml_str(&path.to_string_lossy())
         ))
     };
     let cases: Vec<(&str, GatewayConfig, &str)> = vec![
@@ -236,7 +234,7 @@ async fn t42_startup_refuses_unsafe_configs() {
             "both key sources",
             base().extra(&format!(
                 "[service_accounts.other]\nheader = \"x-api-key\"\napi_key_file = {}\napi_key_env = \"K\"\n",
-                support::toml_str(&empty.to_string_lossy())
+                crate::support::toml_str(&empty.to_string_lossy())
             )),
             "service_accounts.other",
         ),
@@ -244,7 +242,7 @@ async fn t42_startup_refuses_unsafe_configs() {
             "reserved credential header",
             base().extra(&format!(
                 "[service_accounts.other]\nheader = \"host\"\napi_key_file = {}\n",
-                support::toml_str(&two_lines.to_string_lossy())
+                crate::support::toml_str(&two_lines.to_string_lossy())
             )),
             "service_accounts.other.header",
         ),
@@ -309,14 +307,14 @@ async fn t42_startup_refuses_unsafe_configs() {
 async fn t42_key_file_permissions_and_trimming() {
     let (_jwks, upstream, cfg) = fixture().await;
     let dir = TempDir::new("t42-keys");
-    let loose_key = format!("LOOSE-{}", support::config::random_hex(12));
+    let loose_key = format!("LOOSE-{}", crate::support::config::random_hex(12));
     let loose = dir.write("loose.key", format!("{loose_key}\r\n").as_bytes(), 0o644);
-    let env_key = format!("ENVKEY-{}", support::config::random_hex(12));
+    let env_key = format!("ENVKEY-{}", crate::support::config::random_hex(12));
     let cfg = cfg
         .extra(&format!(
             "[service_accounts.loose]\nheader = \"x-api-key\"\napi_key_file = {}\n\n\
              [service_accounts.fromenv]\nheader = \"x-api-key\"\nscheme = \"Token\"\napi_key_env = \"SCIM_KEY_FROM_ENV\"\n",
-            support::toml_str(&loose.to_string_lossy())
+            crate::support::toml_str(&loose.to_string_lossy())
         ))
         .rule("loose", "groups", "loose", "loose")
         .rule("fromenv", "groups", "fromenv", "fromenv")
@@ -331,7 +329,7 @@ async fn t42_key_file_permissions_and_trimming() {
         ("fromenv", format!("Token {env_key}")),
     ] {
         let token = Token::new().claim("groups", json!([group])).sign(ec_key());
-        let raw = support::wire::raw_exchange(
+        let raw = crate::support::wire::raw_exchange(
             gw.proxy_addr,
             format!("GET /Users HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").as_bytes(),
             Duration::from_secs(5),
@@ -353,7 +351,7 @@ async fn t42_key_file_permissions_and_trimming() {
     );
     let check_dir = TempDir::new("t42-check");
     let (path, _) = cfg.write_to(&check_dir);
-    let out = support::run_check_file(&path, &[]);
+    let out = crate::support::run_check_file(&path, &[]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(out.stdout.contains("plain http"), "{}", out.stdout);
 }
@@ -368,11 +366,11 @@ fn t42_group_readable_key_file_is_accepted_for_fsgroup_mounts() {
     let cfg = GatewayConfig::new("http://127.0.0.1:9/scim/v2", "http://127.0.0.1:9/keys").extra(
         &format!(
             "[service_accounts.group]\nheader = \"x-api-key\"\napi_key_file = {}\n",
-            support::toml_str(&key.to_string_lossy())
+            crate::support::toml_str(&key.to_string_lossy())
         ),
     );
     let (path, _) = cfg.write_to(&dir);
-    let out = support::run_check_file(&path, &[]);
+    let out = crate::support::run_check_file(&path, &[]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let warned = out
         .stdout
@@ -441,7 +439,7 @@ async fn t43_config_hot_reload_races() {
                     n => ("mixed", mixed[n - 2].clone()),
                 };
                 let auth = bearer(&token);
-                let r = support::send(
+                let r = crate::support::send(
                     addr,
                     "GET",
                     "/Users",
@@ -539,7 +537,7 @@ async fn t44_upstream_failures_and_tls() {
         let auth = bearer(&token);
         let gw_addr = gw.proxy_addr;
         async move {
-            support::send(
+            crate::support::send(
                 gw_addr,
                 "POST",
                 "/Users",
@@ -683,7 +681,7 @@ async fn t45_uniform_error_responses() {
             ),
         ),
     ];
-    let strip = |r: &support::Response| {
+    let strip = |r: &crate::support::Response| {
         let mut h: Vec<(String, String)> = r
             .headers
             .iter()

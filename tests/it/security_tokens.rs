@@ -4,17 +4,16 @@
 //! Every deny row asserts its status and exact `WWW-Authenticate`, that the upstream saw nothing,
 //! and (through the harness) that no sentinel key appears in any response or log line.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::mint::{self, AUDIENCE, ISSUER, PROVISIONER_GROUP, SigningKey};
+use crate::support::observe::{metric_or_zero, scrape};
+use crate::support::{
+    Expect, Gateway, GatewayConfig, JwksServer, Table, Token, Upstream, ec_key, fixture, rsa_key,
+};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
-use support::mint::{self, AUDIENCE, ISSUER, PROVISIONER_GROUP, SigningKey};
-use support::{
-    Expect, Gateway, GatewayConfig, JwksServer, Table, Token, Upstream, ec_key, fixture, rsa_key,
-};
 
 /// One table row: a name, the token, the expected verdict.
 type Row = (String, String, Expect);
@@ -433,7 +432,7 @@ async fn t03_missing_kid_only_with_one_candidate_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t04_header_supplied_keys_are_never_fetched() {
     let (jwks, upstream, cfg) = fixture().await;
-    let attacker = support::Attacker::start().await;
+    let attacker = crate::support::Attacker::start().await;
     let evil = SigningKey::ec("attacker-1");
     // If anything ever fetched from the listener, it would find the attacker's key there.
     attacker.set_body(mint::jwks(&[&evil]));
@@ -964,9 +963,9 @@ async fn t10_weak_hmac_secrets() {
             "algorithms",
             &format!(r#"["{alg}"]"#),
         );
-        let dir = support::TempDir::new("t10");
+        let dir = crate::support::TempDir::new("t10");
         let (path, sentinels) = cfg.write_to(&dir);
-        let out = support::run_check_file(&path, &[]);
+        let out = crate::support::run_check_file(&path, &[]);
         assert_eq!(out.code, Some(1), "{alg} accepted: {out:?}");
         assert!(
             out.stderr.contains("jwt.algorithms[0]") && out.stderr.contains("symmetric"),
@@ -1189,8 +1188,12 @@ async fn t12_huge_tokens_and_decode_cost() {
         let request = format!(
             "GET /Users HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
         );
-        match support::wire::raw_exchange(gw.proxy_addr, request.as_bytes(), Duration::from_secs(5))
-            .await
+        match crate::support::wire::raw_exchange(
+            gw.proxy_addr,
+            request.as_bytes(),
+            Duration::from_secs(5),
+        )
+        .await
         {
             Ok(raw) if raw.status == 431 => {}
             Ok(raw) => table.fail(
@@ -1207,7 +1210,7 @@ async fn t12_huge_tokens_and_decode_cost() {
     assert!(many.len() < 8 * 1024);
     let r = gw.get("/Users", Some(&many)).await;
     table.check("300 claims within 8 KiB", &r, Expect::Ok, &many);
-    let auth = support::bearer(&Token::new().sign(rsa_key()));
+    let auth = crate::support::bearer(&Token::new().sign(rsa_key()));
     let fifty: Vec<(&str, &str)> = (0..50).map(|_| ("authorization", auth.as_str())).collect();
     let r = gw.request("GET", "/Users", &fifty, "").await;
     table.check("50 Authorization headers", &r, Expect::Status(400), "");
@@ -1222,8 +1225,8 @@ async fn t12_huge_tokens_and_decode_cost() {
     for (i, token) in junk.into_iter().enumerate() {
         let addr = gw.proxy_addr;
         tasks.push(tokio::spawn(async move {
-            let auth = support::bearer(&token);
-            let r = support::send(
+            let auth = crate::support::bearer(&token);
+            let r = crate::support::send(
                 addr,
                 "GET",
                 "/Users",
@@ -1237,9 +1240,9 @@ async fn t12_huge_tokens_and_decode_cost() {
         if i % 3 == 0 {
             let token = Token::new().sign(ec_key());
             tasks.push(tokio::spawn(async move {
-                let auth = support::bearer(&token);
+                let auth = crate::support::bearer(&token);
                 let started = Instant::now();
-                let r = support::send(
+                let r = crate::support::send(
                     addr,
                     "GET",
                     "/Users",
@@ -1418,11 +1421,11 @@ async fn t14_nbf_iat_and_leeway_bounds() {
         let cfg = GatewayConfig::new("http://127.0.0.1:9/scim/v2", "http://127.0.0.1:9/keys").set(
             "jwt",
             "leeway",
-            &support::toml_str(leeway),
+            &crate::support::toml_str(leeway),
         );
-        let dir = support::TempDir::new("t14");
+        let dir = crate::support::TempDir::new("t14");
         let (path, _) = cfg.write_to(&dir);
-        let out = support::run_check_file(&path, &[]);
+        let out = crate::support::run_check_file(&path, &[]);
         assert_eq!(out.code, Some(1), "leeway {leeway} accepted: {out:?}");
         assert!(
             out.stderr.contains("jwt.leeway"),
@@ -1768,7 +1771,7 @@ async fn t17_claim_check_semantics() {
     // The same property on random values: anything but the configured value is never forwarded.
     let mut rows = Vec::new();
     for i in 0..24 {
-        let noise = support::config::random_hex(1 + i % 6);
+        let noise = crate::support::config::random_hex(1 + i % 6);
         let value = match i % 4 {
             0 => json!(noise),
             1 => json!(format!("{group}{noise}")),
@@ -1789,15 +1792,17 @@ async fn t17_claim_check_semantics() {
         "",
         "provisioner",
     );
-    let dir = support::TempDir::new("t17");
+    let dir = crate::support::TempDir::new("t17");
     let (path, _) = cfg.write_to(&dir);
-    let out = support::run_check_file(&path, &[]);
+    let out = crate::support::run_check_file(&path, &[]);
     assert_eq!(out.code, Some(1), "empty rule value accepted: {out:?}");
     assert!(out.stderr.contains("rules[1].value"), "{}", out.stderr);
 }
 
-/// T18 Replay window: a token is accepted only until `exp` (+ leeway, 0 here), even while it
-/// sits in the validated-token cache.
+/// T18 Replay window: a token is accepted only while the time is before its `exp` (+ leeway, 0
+/// here: RFC 7519 §4.1.4, so refused at the `exp` second itself), even while it sits in the
+/// validated-token cache; afterwards every use is refused as expired and none reaches the backend.
+/// (One test for what `cache.rs` and this file each tested, with opposite boundaries.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t18_cached_token_expires_on_time() {
     let (_jwks, upstream, cfg) = fixture().await;
@@ -1806,15 +1811,24 @@ async fn t18_cached_token_expires_on_time() {
     let token = Token::new().claim("exp", json!(exp)).sign(rsa_key());
     let first = gw.get("/Users", Some(&token)).await;
     assert_eq!(first.status, 200, "{}", first.text());
+    let second = gw.get("/Users", Some(&token)).await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    let cache_hits = |text: &str| metric_or_zero(text, "scimgate_token_cache_hits_total");
+    assert_eq!(
+        cache_hits(&scrape(&gw).await),
+        1.0,
+        "the token is served from the cache"
+    );
     let deadline = Instant::now() + Duration::from_secs(6);
     let mut refused = false;
     while Instant::now() < deadline {
         let sent_at = mint::now();
         let r = gw.get("/Users", Some(&token)).await;
         match r.status {
+            // Accepted means the gateway's clock was before exp, and ours was not later.
             200 => assert!(
-                sent_at <= exp,
-                "a cached token was accepted at {sent_at}, after its exp {exp}"
+                sent_at < exp,
+                "a cached token was accepted at {sent_at}, at or after its exp {exp}"
             ),
             401 => {
                 r.assert_invalid_token();
@@ -1832,4 +1846,12 @@ async fn t18_cached_token_expires_on_time() {
         gw.get("/Users", Some(&token)).await.assert_invalid_token();
     }
     assert_eq!(upstream.hits(), hits);
+    let metrics = scrape(&gw).await;
+    assert!(
+        metric_or_zero(
+            &metrics,
+            r#"scimgate_auth_decisions_total{decision="deny",reason="expired"}"#
+        ) >= 4.0,
+        "{metrics}"
+    );
 }

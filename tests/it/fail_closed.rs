@@ -2,13 +2,11 @@
 //! authorized, and nothing of the service account key leaves in any part of any response. Each
 //! test is the request an attacker run used against the release binary, plus its variants.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 
+use crate::support::{Gateway, Token, Upstream, fixture, rsa_key, toml_str};
 use bytes::Bytes;
 use serde_json::json;
-use support::{Gateway, Token, Upstream, fixture, rsa_key, toml_str};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -116,7 +114,7 @@ async fn t46_bulk_member_names_fold_and_every_operation_is_judged() {
             &[
                 (
                     "authorization",
-                    &auth(&token(support::mint::PROVISIONER_GROUP)),
+                    &auth(&token(crate::support::mint::PROVISIONER_GROUP)),
                 ),
                 ("content-type", "application/scim+json; charset=utf-8"),
             ],
@@ -133,7 +131,7 @@ async fn t46_bulk_member_names_fold_and_every_operation_is_judged() {
 async fn t47_paths_outside_the_grammar_never_reach_the_backend() {
     let (gw, upstream) = gateway(GROUPS_ONLY, "").await;
     let groups = token("scim-groups");
-    let admin = token(support::mint::PROVISIONER_GROUP);
+    let admin = token(crate::support::mint::PROVISIONER_GROUP);
     let cases: &[(&str, &str, u16)] = &[
         // The attack run's request: the classifier used to read only the end.
         ("DELETE", "/Users/1/Groups/2", 404),
@@ -245,7 +243,7 @@ async fn t48_only_allow_listed_headers_reach_the_backend() {
     let (_jwks, upstream, cfg) = fixture().await;
     let cfg = cfg.set("server", "forward_headers", "[\"X-Tenant-Hint\"]");
     let gw = Gateway::start(cfg).await;
-    let t = token(support::mint::PROVISIONER_GROUP);
+    let t = token(crate::support::mint::PROVISIONER_GROUP);
     let a = auth(&t);
     let sent = [
         ("authorization", a.as_str()),
@@ -346,8 +344,8 @@ impl RawUpstream {
                 tokio::spawn(async move {
                     let (read, mut write) = stream.into_split();
                     let mut reader = BufReader::new(read);
-                    while let Ok(Some(head)) = support::wire::read_head(&mut reader).await {
-                        let _ = support::wire::read_body(&mut reader, &head, false).await;
+                    while let Ok(Some(head)) = crate::support::wire::read_head(&mut reader).await {
+                        let _ = crate::support::wire::read_body(&mut reader, &head, false).await;
                         let bytes = shared.lock().expect("lock").clone();
                         if write.write_all(&bytes).await.is_err() {
                             return;
@@ -400,7 +398,7 @@ async fn t49_the_key_is_screened_in_every_response_part() {
     let cfg = cfg.set("upstream", "url", &toml_str(&upstream.url));
     let gw = Gateway::start(cfg).await;
     let key = gw.sentinel().to_owned();
-    let t = token(support::mint::PROVISIONER_GROUP);
+    let t = token(crate::support::mint::PROVISIONER_GROUP);
     let a = auth(&t);
     let headers = [("authorization", a.as_str())];
     let get = || gw.request("GET", "/Users", &headers, Bytes::new());
