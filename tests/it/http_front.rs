@@ -395,7 +395,7 @@ async fn pipelined_requests_split_where_hyper_splits_them_however_they_arrive() 
         assert!(ex.closed, "pieces of {piece}: connection left open");
         assert_refused(&ex.responses[3], 400, "the folded head");
         upstream.wait_for_hits(before + 3, WAIT).await;
-        let got: Vec<_> = upstream.requests().split_off(before);
+        let got: Vec<_> = upstream.settled().await.split_off(before);
         let targets: Vec<&str> = got.iter().map(|r| r.target.as_str()).collect();
         assert_eq!(
             targets,
@@ -440,7 +440,7 @@ async fn a_malformed_chunked_body_is_not_forwarded_as_complete() {
             "POST /Users HTTP/1.1\r\nHost: gw\r\n{auth}\r\nContent-Type: application/scim+json\r\n\
              Transfer-Encoding: chunked\r\n\r\n{body}GET /Smuggled HTTP/1.1\r\nHost: gw\r\n{auth}\r\n\r\n"
         );
-        let before = upstream.hits();
+        let before = upstream.settled().await.len();
         let ex = exchange(&gw, request.as_bytes()).await;
         assert!(ex.closed, "{name}: connection left open");
         assert!(ex.responses.len() <= 1, "{name}: {:?}", ex.statuses());
@@ -448,7 +448,7 @@ async fn a_malformed_chunked_body_is_not_forwarded_as_complete() {
             assert!(r.status >= 400, "{name}: {}", r.status);
             crate::support::Response::from(r.clone()).assert_scim_error(r.status);
         }
-        let got = upstream.requests().split_off(before);
+        let got = upstream.settled().await.split_off(before);
         assert!(
             got.iter()
                 .all(|r| !r.complete && !r.target.contains("Smuggled")),

@@ -168,6 +168,25 @@ impl Upstream {
         all.into_iter().next().expect("one request")
     }
 
+    /// Polls (bounded) until every head counted by `hits()` is also recorded: a request whose
+    /// body broke off is recorded only when the gateway drops that upstream connection.
+    pub async fn settled(&self) -> Vec<Recorded> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let all = self.requests();
+            if all.len() >= self.hits() {
+                return all;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "upstream counted {} head(s) but recorded {}",
+                self.hits(),
+                all.len()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Polls (bounded) until `hits() >= n`.
     pub async fn wait_for_hits(&self, n: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
