@@ -23,8 +23,10 @@ use http::{HeaderMap, Method};
 use serde_json::Value;
 
 use super::Issuer;
-use super::answer::{Audit, Refusal, loggable};
-pub use super::answer::{AuthMethod, TokenOutcome, TokenResponse};
+use super::answer::Refusal;
+pub use super::answer::{TokenOutcome, TokenResponse};
+pub use super::audit::AuthMethod;
+use super::audit::{Audit, loggable};
 use super::config::client::{is_scope_token, is_vschar};
 use super::config::{ClientAuth, ClientConfig, SecretHash};
 pub use super::form::MAX_BODY_BYTES;
