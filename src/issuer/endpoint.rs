@@ -183,6 +183,12 @@ impl Issuer {
         if assertion.len() > MAX_TOKEN_BYTES {
             return Err(Refusal::AssertionRejected(TokenRejection::TooLarge));
         }
+        // The compact JWS alphabet (RFC 7515 §7.1), checked before anything is decoded, as
+        // `bearer_token` checks a bearer token's syntax before the Verifier sees it.
+        let compact = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+        if !assertion.bytes().all(compact) {
+            return Err(Refusal::AssertionRejected(TokenRejection::Malformed));
+        }
         let unverified = peek_iss_sub(assertion);
         if let Some((iss, sub)) = &unverified {
             audit.assertion_iss = Some(loggable(iss));

@@ -154,6 +154,16 @@ async fn entra_assertions_that_must_fail() {
             "HS256",
         ),
         ("a.b".into(), rejected(R::Malformed), "not a JWS"),
+        (
+            format!("{}%20", f.entra_with(|_| {})),
+            rejected(R::Malformed),
+            "a valid assertion with a trailing space",
+        ),
+        (
+            f.entra_with(|_| {}).replacen('.', "%2B.", 1),
+            rejected(R::Malformed),
+            "a + inside (standard base64)",
+        ),
         ("x".repeat(9000), rejected(R::TooLarge), "too large"),
     ];
     for (assertion, refusal, what) in cases {
