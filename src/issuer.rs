@@ -10,6 +10,7 @@
 //! [`Issuer::admit`] applies what only the issuer knows (`not_before`, removed clients).
 
 mod answer;
+mod audit;
 pub mod config;
 pub mod endpoint;
 mod form;
@@ -30,7 +31,8 @@ use crate::auth::jwks::{VerifyKey, parse_jwks};
 use crate::auth::verify::Verifier;
 use crate::config::JwtConfig;
 use crate::tls::TlsError;
-pub use answer::{AuthMethod, TokenOutcome, TokenResponse};
+pub use answer::{TokenOutcome, TokenResponse};
+pub use audit::AuthMethod;
 pub use config::{ClientConfig, IssuerConfig};
 pub use endpoint::{MAX_BODY_BYTES, TokenRequest};
 use keys::{KeyError, SigningKey, SigningKeys};

@@ -1,12 +1,10 @@
-//! The one table from a token-endpoint refusal to its response (RFC 6749 §5.2), the outcome
-//! labels the metrics count, and the audit line.
+//! The one table from a token-endpoint refusal to its response (RFC 6749 §5.2), and the
+//! outcome labels the metrics count.
 //!
 //! [`Refusal::answer`] is one exhaustive match: a new refusal cannot be added without deciding
 //! its status, error code, description and outcome here. Every `invalid_client` reads the same
 //! to the caller ("client authentication failed"), so an unknown client id, a wrong secret and a
-//! rejected assertion cannot be told apart from outside; the audit line says which it was.
-
-use std::net::IpAddr;
+//! rejected assertion cannot be told apart from outside; the audit line (`audit.rs`) says which it was.
 
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -265,6 +263,11 @@ impl Refusal {
         }
     }
 
+    /// The `outcome` label this refusal counts under.
+    pub(super) fn outcome(&self) -> TokenOutcome {
+        self.answer().outcome
+    }
+
     /// The audit line's `reason`: which refusal, as a fixed snake_case word.
     pub(super) fn reason(&self) -> &'static str {
         match self {
@@ -387,82 +390,6 @@ impl TokenResponse {
             headers,
             body: body.to_string().into_bytes(),
             outcome,
-        }
-    }
-}
-
-/// The authentication method a request used (RFC 8414 / RFC 7591 names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    ClientSecretBasic,
-    ClientSecretPost,
-    PrivateKeyJwt,
-}
-
-impl AuthMethod {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::ClientSecretBasic => "client_secret_basic",
-            Self::ClientSecretPost => "client_secret_post",
-            Self::PrivateKeyJwt => "private_key_jwt",
-        }
-    }
-}
-
-/// What the audit line says about one request. Never a secret, an assertion or a token: the
-/// fields are identifiers, each made printable and cut short, since most come from the caller.
-#[derive(Debug, Default)]
-pub(super) struct Audit {
-    pub client: Option<String>,
-    /// The configured client the request named (the limiter's per-client key).
-    pub known_client: Option<String>,
-    pub method: Option<AuthMethod>,
-    pub grant: Option<String>,
-    pub assertion_iss: Option<String>,
-    pub assertion_sub: Option<String>,
-}
-
-/// At most this many characters of a caller-supplied identifier reach the log.
-const MAX_LOGGED: usize = 128;
-
-/// `text` with everything outside printable ASCII replaced, cut at [`MAX_LOGGED`] characters,
-/// so a caller cannot forge log lines or flood them.
-pub(super) fn loggable(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .take(MAX_LOGGED)
-        .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
-        .collect();
-    if text.chars().count() > MAX_LOGGED {
-        out.push('…');
-    }
-    out
-}
-
-impl Audit {
-    /// Writes the line (target `scimgate::token`).
-    pub(super) fn emit(&self, peer: IpAddr, outcome: Result<&Minted, &Refusal>) {
-        let client = self.client.as_deref().unwrap_or("-");
-        let method = self.method.map_or("-", AuthMethod::as_str);
-        let grant = self.grant.as_deref().unwrap_or("-");
-        let iss = self.assertion_iss.as_deref().unwrap_or("-");
-        let sub = self.assertion_sub.as_deref().unwrap_or("-");
-        match outcome {
-            Ok(minted) => tracing::info!(
-                target: "scimgate::token",
-                outcome = TokenOutcome::Issued.as_str(),
-                %client, %method, %grant, %peer, assertion_iss = %iss, assertion_sub = %sub,
-                jti = %minted.jti, scope = %minted.scope, exp = minted.exp,
-                "token issued"
-            ),
-            Err(refusal) => tracing::warn!(
-                target: "scimgate::token",
-                outcome = refusal.answer().outcome.as_str(),
-                reason = refusal.reason(),
-                detail = refusal.assertion_detail().unwrap_or("-"),
-                %client, %method, %grant, %peer, assertion_iss = %iss, assertion_sub = %sub,
-                "token request refused"
-            ),
         }
     }
 }

@@ -23,8 +23,10 @@ use http::{HeaderMap, Method};
 use serde_json::Value;
 
 use super::Issuer;
-use super::answer::{Audit, Refusal, loggable};
-pub use super::answer::{AuthMethod, TokenOutcome, TokenResponse};
+use super::answer::Refusal;
+pub use super::answer::{TokenOutcome, TokenResponse};
+pub use super::audit::AuthMethod;
+use super::audit::{Audit, loggable};
 use super::config::client::{is_scope_token, is_vschar};
 use super::config::{ClientAuth, ClientConfig, SecretHash};
 pub use super::form::MAX_BODY_BYTES;
@@ -180,6 +182,12 @@ impl Issuer {
     ) -> Result<&ClientConfig, Refusal> {
         if assertion.len() > MAX_TOKEN_BYTES {
             return Err(Refusal::AssertionRejected(TokenRejection::TooLarge));
+        }
+        // The compact JWS alphabet (RFC 7515 §7.1), checked before anything is decoded, as
+        // `bearer_token` checks a bearer token's syntax before the Verifier sees it.
+        let compact = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+        if !assertion.bytes().all(compact) {
+            return Err(Refusal::AssertionRejected(TokenRejection::Malformed));
         }
         let unverified = peek_iss_sub(assertion);
         if let Some((iss, sub)) = &unverified {

@@ -228,3 +228,23 @@ fn build_needs_every_key_readable() {
 fn rfc3339(secs: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
+
+/// The listener shares one issuer across connections and spawns the endpoint's future.
+#[test]
+fn the_issuer_is_shared_and_its_endpoint_future_is_send() {
+    fn shared<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: T) {}
+    let dir = temp_dir();
+    let issuer = build(&dir, OKTA);
+    shared(&issuer);
+    let headers = http::HeaderMap::new();
+    send(issuer.token_endpoint(TokenRequest {
+        method: &http::Method::POST,
+        query: None,
+        headers: &headers,
+        body: b"",
+        peer: std::net::IpAddr::from([127, 0, 0, 1]),
+        now: now(),
+    }));
+    std::fs::remove_dir_all(dir).unwrap();
+}

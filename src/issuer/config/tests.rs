@@ -403,3 +403,20 @@ fn a_secret_hash_matches_only_its_secret() {
     }
     assert_eq!(format!("{hash:?}"), "SecretHash(<redacted>)");
 }
+
+/// A comparison that stops early, or looks at a prefix, would accept a secret whose hash
+/// shares the first bytes; one such secret is cheap to find, and must fail.
+#[test]
+fn a_secret_whose_hash_shares_a_prefix_fails() {
+    let hash = SecretHash::from_hex(SECRET_HASH).unwrap();
+    let target = &SECRET_HASH[..4];
+    let near = (0u32..)
+        .map(|i| format!("guess-{i}"))
+        .find(|g| {
+            crate::text::hex(
+                &aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, g.as_bytes()).as_ref()[..2],
+            ) == target
+        })
+        .unwrap();
+    assert!(!hash.matches(near.as_bytes()), "{near}");
+}
