@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::StatusCode;
 
-pub use bulk::{InvalidBulk, bulk_operations};
+pub use bulk::{BulkOperation, InvalidBulk, bulk_operations, parse_bulk};
 pub use path::{PathError, parse_request, percent_decode};
 
 /// Media type of every SCIM message (RFC 7644 §3.1).
@@ -108,6 +108,9 @@ impl Permissions {
 pub struct Classified {
     pub operation: Operation,
     pub resource: Resource,
+    /// The item `/{type}/{id}` addresses, percent-decoded as the backend reads it; `None` for
+    /// every other endpoint (`/Me` included).
+    pub id: Option<Box<str>>,
 }
 
 impl Operation {
