@@ -30,6 +30,7 @@ pub mod demo;
 pub mod error;
 pub mod explain;
 pub mod front;
+pub mod guard;
 pub mod headers;
 pub mod metrics;
 pub mod proxy;
