@@ -7,3 +7,5 @@ pub mod inspect;
 
 pub use attr::{AttrPath, InvalidPath};
 pub use inspect::{Members, Summary, Unjudgeable, inspect};
+pub mod limit;
+pub mod net;
