@@ -355,7 +355,9 @@ impl<'t> Filter<'t> {
         };
         match parse_path(attr)? {
             Target::Attribute { filter: None, .. } => {}
-            _ => return Err(InvalidPath("filter: attribute")),
+            Target::Attribute { .. } | Target::Schema => {
+                return Err(InvalidPath("filter: attribute"));
+            }
         }
         let Some(Token::Word(op)) = self.next() else {
             return Err(InvalidPath("filter: operator expected"));

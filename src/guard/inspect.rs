@@ -58,7 +58,7 @@ pub enum Unjudgeable {
 }
 
 /// Summarises `request` with its body. `body: None` judges the path alone (`inspected` stays
-/// false); a `/Bulk` request needs its body. `custom`: the tenant's extra resource types.
+/// false; for `/Bulk`, that is nothing). `custom`: the tenant's extra resource types.
 pub fn inspect(
     request: &Classified,
     body: Option<&[u8]>,
@@ -66,7 +66,9 @@ pub fn inspect(
 ) -> Result<Summary, Unjudgeable> {
     let mut summary = Summary::default();
     if request.operation == Operation::Bulk {
-        let body = body.ok_or(Unjudgeable::Syntax("a /Bulk request without its body"))?;
+        let Some(body) = body else {
+            return Ok(summary);
+        };
         let ops = parse_bulk(body, custom).map_err(|e| Unjudgeable::Syntax(e.0))?;
         for op in &ops {
             let data = match &op.data {
@@ -108,7 +110,12 @@ fn one(
     let kind = match request.resource {
         Resource::Users | Resource::Me => Kind::User,
         Resource::Groups => Kind::Group,
-        _ => Kind::Other,
+        Resource::ServiceProviderConfig
+        | Resource::ResourceTypes
+        | Resource::Schemas
+        | Resource::Bulk
+        | Resource::Root
+        | Resource::Custom(_) => Kind::Other,
     };
     let mode = match request.operation {
         Operation::Read | Operation::Search => return Ok(()),
@@ -232,7 +239,9 @@ impl Walk<'_> {
                 {
                     self.value(&path, filter, Some(value), mode)?;
                 }
-                _ => return Err(InvalidPath("a schema inside a schema").into()),
+                Target::Attribute { .. } | Target::Schema => {
+                    return Err(InvalidPath("a schema inside a schema").into());
+                }
             }
         }
         Ok(())
@@ -297,8 +306,12 @@ impl Walk<'_> {
                 for item in items {
                     match item {
                         Value::Object(doc) => self.subs(path, doc)?,
-                        Value::Array(_) => return Err(Unjudgeable::Syntax("an array in an array")),
-                        _ => self.touch(path.clone()),
+                        Value::Array(_) => {
+                            return Err(Unjudgeable::Syntax("an array in an array"));
+                        }
+                        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {
+                            self.touch(path.clone());
+                        }
                     }
                 }
             }
@@ -310,9 +323,9 @@ impl Walk<'_> {
             }
             Kind::User if path.attr() == "groups" => self.user_groups(path, filter, value),
             Kind::Group if path.attr() == "members" => {
-                self.member_counts(path, filter, value, mode)
+                self.member_counts(path, filter, value, mode);
             }
-            _ => {}
+            Kind::User | Kind::Group | Kind::Other => {}
         }
         Ok(())
     }
@@ -392,7 +405,7 @@ fn is_true(value: &Value) -> bool {
     match value {
         Value::Bool(b) => *b,
         Value::String(s) => s.eq_ignore_ascii_case("true"),
-        _ => false,
+        Value::Null | Value::Number(_) | Value::Array(_) | Value::Object(_) => false,
     }
 }
 
