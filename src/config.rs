@@ -8,6 +8,7 @@ mod raw;
 pub mod secret;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,70 @@ pub struct Tenant {
     /// Ordered: the first matching rule wins.
     pub rules: Vec<Rule>,
     pub service_accounts: Vec<Arc<ServiceAccount>>,
+    pub guardrails: Guardrails,
+}
+
+/// A tenant's guardrails (`crate::guard`): its deprovision budget, from `[guardrails]` with
+/// `[tenants.guardrails]` overriding key by key, and what each rule may not do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guardrails {
+    /// Deletes and deactivations allowed within the window; 0 turns the budget off.
+    pub max_deprovisions: u32,
+    pub deprovision_window: Duration,
+    /// By rule name (unique in a tenant); a rule without guardrails has no entry.
+    pub rules: BTreeMap<String, RuleGuardrails>,
+}
+
+impl Default for Guardrails {
+    fn default() -> Self {
+        Self {
+            max_deprovisions: 0,
+            deprovision_window: Duration::from_secs(3600),
+            rules: BTreeMap::new(),
+        }
+    }
+}
+
+/// One rule's guardrails. Kept beside the rule rather than in it, keyed by its name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleGuardrails {
+    /// Normalised (`name.givenname`, URN prefix resolved), without repeats.
+    pub deny_attributes: Vec<crate::guard::AttrPath>,
+    /// Group ids, compared ASCII case-insensitively.
+    pub protected_groups: Vec<String>,
+    /// Empty: any address.
+    pub source_ips: Vec<crate::guard::net::Cidr>,
+    pub rate_limit: Option<crate::guard::limit::Rate>,
+}
+
+impl RuleGuardrails {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// One line for `check` and `explain`: every guardrail set, group ids counted, not listed.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.deny_attributes.is_empty() {
+            let names: Vec<String> = self
+                .deny_attributes
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            parts.push(format!("deny_attributes {}", names.join(",")));
+        }
+        if !self.protected_groups.is_empty() {
+            parts.push(format!("protected_groups {}", self.protected_groups.len()));
+        }
+        if !self.source_ips.is_empty() {
+            let ranges: Vec<String> = self.source_ips.iter().map(ToString::to_string).collect();
+            parts.push(format!("source_ips {}", ranges.join(",")));
+        }
+        if let Some(rate) = &self.rate_limit {
+            parts.push(format!("rate_limit {rate} (burst {})", rate.burst()));
+        }
+        parts.join("; ")
+    }
 }
 
 /// A tenant's path prefix: literal segments and at most one `{account}` placeholder.
@@ -132,6 +197,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Request headers forwarded beside the built-in allow-list (`server.forward_headers`).
     pub forward_headers: Vec<HeaderName>,
+    /// Peers whose `X-Forwarded-For` names the client for `source_ips` (`server.trusted_proxies`).
+    pub trusted_proxies: Vec<crate::guard::net::Cidr>,
 }
 
 /// PEM files for the optional TLS listener.
@@ -386,6 +453,18 @@ impl Config {
         };
         out.push_str(&format!("listen       {}{tls}\n", self.server.listen));
         out.push_str(&format!("admin        {}\n", self.admin.listen));
+        if !self.server.trusted_proxies.is_empty() {
+            let list: Vec<String> = self
+                .server
+                .trusted_proxies
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            out.push_str(&format!(
+                "trusted      {} (X-Forwarded-For believed)\n",
+                list.join(", ")
+            ));
+        }
         let single = self.tenants.len() == 1 && self.tenants[0].prefix.segments.is_empty();
         for tenant in &self.tenants {
             if !single {
@@ -429,6 +508,13 @@ impl Tenant {
             .map(|a| format!("{a:?}"))
             .collect();
         out.push_str(&format!("algorithms   {}\n", algs.join(", ")));
+        if self.guardrails.max_deprovisions > 0 {
+            out.push_str(&format!(
+                "guardrails   at most {} deprovisionings per {} (per replica)\n",
+                self.guardrails.max_deprovisions,
+                humantime::format_duration(self.guardrails.deprovision_window)
+            ));
+        }
         out.push_str("rules\n");
         for (i, rule) in self.rules.iter().enumerate() {
             let op = match rule.match_mode {
@@ -447,6 +533,9 @@ impl Tenant {
                 rule.value,
                 rule.account.name
             ));
+            if let Some(g) = self.guardrails.rules.get(&rule.name) {
+                out.push_str(&format!("     guardrails: {}\n", g.describe()));
+            }
         }
         out.push_str("service accounts\n");
         for sa in &self.service_accounts {

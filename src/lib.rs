@@ -35,6 +35,7 @@ pub mod demo;
 mod error;
 pub mod explain;
 mod front;
+pub mod guard;
 pub mod headers;
 pub mod issuer;
 pub mod metrics;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::StatusCode;
 
-pub(crate) use bulk::bulk_operations;
+pub(crate) use bulk::{bulk_operations, parse_bulk};
 pub(crate) use path::{PathError, parse_request, percent_decode};
 
 /// Media type of every SCIM message (RFC 7644 §3.1).
@@ -112,6 +112,9 @@ impl Permissions {
 pub struct Classified {
     pub operation: Operation,
     pub resource: Resource,
+    /// The item `/{type}/{id}` addresses, percent-decoded as the backend reads it; `None` for
+    /// every other endpoint (`/Me` included).
+    pub id: Option<Box<str>>,
 }
 
 impl Operation {

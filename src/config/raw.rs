@@ -20,6 +20,16 @@ pub struct RawConfig {
     pub rules: Vec<RawRule>,
     pub service_accounts: BTreeMap<String, RawServiceAccount>,
     pub tenants: Vec<RawTenant>,
+    /// Every tenant's deprovision budget, unless its own `[tenants.guardrails]` says otherwise.
+    pub guardrails: RawGuardrails,
+}
+
+/// `[guardrails]` and `[tenants.guardrails]`: unset keys fall back to the level above.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawGuardrails {
+    pub max_deprovisions: Option<u64>,
+    pub deprovision_window: Option<String>,
 }
 
 /// One `[[tenants]]` entry: a path prefix with its own upstream, issuer, rules and accounts.
@@ -32,6 +42,7 @@ pub struct RawTenant {
     pub jwt: RawJwt,
     pub rules: Vec<RawRule>,
     pub service_accounts: BTreeMap<String, RawServiceAccount>,
+    pub guardrails: RawGuardrails,
 }
 
 /// `[server]`: the proxy listener.
@@ -50,6 +61,8 @@ pub struct RawServer {
     pub path_prefix: Option<String>,
     /// Request header names forwarded beside the built-in allow-list.
     pub forward_headers: Vec<String>,
+    /// Peers (CIDR ranges) whose `X-Forwarded-For` is believed for `source_ips`.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `[admin]`: health, readiness and metrics.
@@ -125,6 +138,14 @@ pub struct RawRule {
     pub match_mode: Option<String>,
     pub allow: Option<Vec<String>>,
     pub resource_types: Option<Vec<String>>,
+    /// Attributes this rule may not write (POST, PUT, PATCH, inside /Bulk too).
+    pub deny_attributes: Vec<String>,
+    /// Group ids this rule may not PUT, PATCH or DELETE.
+    pub protected_groups: Vec<String>,
+    /// CIDR ranges the caller's address must be in (empty: any).
+    pub source_ips: Vec<String>,
+    /// `"25/s"` or `"600/m"`.
+    pub rate_limit: Option<String>,
 }
 
 /// One `[service_accounts.NAME]` table.
@@ -152,6 +173,7 @@ impl Default for RawServer {
             shutdown_grace: "20s".into(),
             path_prefix: None,
             forward_headers: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

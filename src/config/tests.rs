@@ -440,3 +440,191 @@ fn fail_closed_settings_are_validated_with_their_paths() {
             .any(|p| p.starts_with("upstream.resource_types[3]"))
     );
 }
+
+/// `minimal` with `top` before `[upstream]` (server, guardrails) and `rule` keys in its rule.
+fn guarded(top: &str, rule: &str) -> String {
+    // A directory per call: tests run in parallel, and a key file being rewritten is empty.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("scimgate-cfg-{}-g{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    minimal(&key_file(&dir, "SENTINEL\n"))
+        .replacen("[upstream]\n", &format!("{top}\n[upstream]\n"), 1)
+        .replacen(
+            "service_account = \"sa\"\n",
+            &format!("service_account = \"sa\"\n{rule}\n"),
+            1,
+        )
+}
+
+#[test]
+fn guardrails_default_off_and_parse_into_typed_values() {
+    let off = Config::from_toml(&guarded("", "")).unwrap();
+    assert_eq!(off.tenants[0].guardrails, Guardrails::default());
+    assert_eq!(off.tenants[0].guardrails.max_deprovisions, 0);
+    assert_eq!(
+        off.tenants[0].guardrails.deprovision_window,
+        Duration::from_secs(3600)
+    );
+    assert!(off.server.trusted_proxies.is_empty());
+    assert!(!off.summary().contains("guardrails"));
+
+    let on = Config::from_toml(&guarded(
+        "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"fd00::/8\"]\n[guardrails]\nmax_deprovisions = 50\ndeprovision_window = \"30m\"",
+        r#"deny_attributes = ["password", "Roles", "roles", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "name.givenName"]
+protected_groups = ["admins-id", "ADMINS-ID", "g 2"]
+source_ips = ["192.0.2.0/24", "2001:db8::/32"]
+rate_limit = "25/s""#,
+    ))
+    .unwrap();
+    let g = &on.tenants[0].guardrails;
+    assert_eq!(
+        (g.max_deprovisions, g.deprovision_window),
+        (50, Duration::from_secs(1800))
+    );
+    let rule = &g.rules["r"];
+    let names: Vec<String> = rule
+        .deny_attributes
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(names, ["password", "roles", "manager", "name.givenname"]);
+    assert_eq!(rule.protected_groups, ["admins-id", "g 2"]);
+    assert_eq!(rule.source_ips.len(), 2);
+    assert_eq!(rule.rate_limit.unwrap().burst(), 7);
+    assert_eq!(on.server.trusted_proxies.len(), 2);
+    let summary = on.summary();
+    for line in [
+        "trusted      10.0.0.0/8, fd00::/8",
+        "at most 50 deprovisionings per 30m",
+        "deny_attributes password,roles,manager,name.givenname",
+        "protected_groups 2",
+        "rate_limit 25/s (burst 7)",
+    ] {
+        assert!(summary.contains(line), "{line} missing from\n{summary}");
+    }
+    assert!(
+        !summary.contains("admins-id"),
+        "group ids are counted, not listed"
+    );
+}
+
+#[test]
+fn tenant_guardrails_override_the_top_level_key_by_key() {
+    let dir = std::env::temp_dir().join(format!("scimgate-cfg-{}-gt", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = format!(
+        "[guardrails]\nmax_deprovisions = 10\ndeprovision_window = \"2h\"\n{}",
+        tenants_config(&key_file(&dir, "k\n"))
+    )
+    .replacen(
+        "[tenants.service_accounts.b]",
+        "[tenants.guardrails]\nmax_deprovisions = 3\n[tenants.service_accounts.b]",
+        1,
+    );
+    let config = Config::from_toml(&text).unwrap();
+    let budget = |i: usize| {
+        let g = &config.tenants[i].guardrails;
+        (g.max_deprovisions, g.deprovision_window)
+    };
+    assert_eq!(budget(0), (10, Duration::from_secs(7200)));
+    assert_eq!(budget(1), (3, Duration::from_secs(7200)));
+    let bad = text.replacen(
+        "max_deprovisions = 3",
+        "max_deprovisions = 3\ndeprovision_window = \"0s\"",
+        1,
+    );
+    assert!(
+        problems(&bad)
+            .iter()
+            .any(|p| p.starts_with("tenants[1].guardrails.deprovision_window:")),
+        "{:?}",
+        problems(&bad)
+    );
+}
+
+#[test]
+fn guardrail_problems_carry_their_key_paths() {
+    let found = problems(&guarded(
+        "[server]\ntrusted_proxies = [\"0.0.0.0/0\", \"10.0.0.1/8\", \"proxy.local\"]\n[guardrails]\nmax_deprovisions = 5000000\ndeprovision_window = \"30d\"\nmax_deletes = 1",
+        r#"deny_attributes = ["roles", "emails[type eq \"work\"]", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User", "pass word", ""]
+protected_groups = ["", " admins", "a/b"]
+source_ips = ["192.0.2.1/24", "::ffff:192.0.2.0/120", "any"]
+rate_limit = "25 per second"
+deny_attribute = ["typo"]"#,
+    ));
+    for expected in [
+        "server.trusted_proxies[0]: \"0.0.0.0/0\" trusts every peer",
+        "server.trusted_proxies[1]:",
+        "server.trusted_proxies[2]:",
+        "guardrails.max_deprovisions:",
+        "guardrails.deprovision_window: \"30d\" must be between 1s and 7d",
+        "guardrails.max_deletes: unknown key",
+        "rules[0].deny_attributes[1]:",
+        "rules[0].deny_attributes[2]:",
+        "rules[0].deny_attributes[3]:",
+        "rules[0].deny_attributes[4]:",
+        "rules[0].protected_groups[0]:",
+        "rules[0].protected_groups[1]:",
+        "rules[0].protected_groups[2]:",
+        "rules[0].source_ips[0]: \"192.0.2.1/24\" has host bits set",
+        "rules[0].source_ips[1]:",
+        "rules[0].source_ips[2]:",
+        "rules[0].rate_limit:",
+        "rules.0.deny_attribute: unknown key",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "{expected} missing from {found:#?}"
+        );
+    }
+    assert!(
+        !found
+            .iter()
+            .any(|p| p.starts_with("rules[0].deny_attributes[0]"))
+    );
+    for window in ["0s", "500ms", "soon"] {
+        let found = problems(&guarded(
+            &format!("[guardrails]\ndeprovision_window = \"{window}\""),
+            "",
+        ));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("guardrails.deprovision_window:")),
+            "{window}: {found:?}"
+        );
+    }
+}
+
+#[test]
+fn guardrails_are_set_from_the_environment() {
+    Jail::expect_with(|jail| {
+        jail.create_file("key", "k")?;
+        let dir = jail.directory().display().to_string();
+        jail.create_file("scimgate.toml", &minimal(&format!("{dir}/key")))?;
+        jail.set_env("SCIMGATE_GUARDRAILS__MAX_DEPROVISIONS", "50");
+        jail.set_env("SCIMGATE_GUARDRAILS__DEPROVISION_WINDOW", "15m");
+        let config = Config::load(Some(&jail.directory().join("scimgate.toml"))).unwrap();
+        let g = &config.tenants[0].guardrails;
+        assert_eq!(
+            (g.max_deprovisions, g.deprovision_window),
+            (50, Duration::from_secs(900))
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn trusted_proxies_without_source_ips_warn() {
+    let config =
+        Config::from_toml(&guarded("[server]\ntrusted_proxies = [\"10.0.0.0/8\"]", "")).unwrap();
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("no rule has source_ips")),
+        "{:?}",
+        config.warnings
+    );
+}

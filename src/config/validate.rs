@@ -13,8 +13,8 @@ use super::raw::{
     RawUpstream,
 };
 use super::{
-    AdminConfig, Config, ConfigError, JwtConfig, LogConfig, LogFormat, PathPrefix, PrefixSegment,
-    Problem, Secrets, ServerConfig, Tenant, TlsFiles, UpstreamConfig,
+    AdminConfig, Config, ConfigError, Guardrails, JwtConfig, LogConfig, LogFormat, PathPrefix,
+    PrefixSegment, Problem, Secrets, ServerConfig, Tenant, TlsFiles, UpstreamConfig,
 };
 
 /// Upper bound for `server.max_connections`: far above what one process can serve, low enough
@@ -113,12 +113,14 @@ pub(super) fn validate(raw: RawConfig, secrets: Secrets) -> Result<Config, Confi
     let server = server(&mut c, &raw.server);
     let admin = admin(&mut c, &raw.admin, &server);
     let log = log(&mut c, &raw.log);
-    let tenants = if raw.tenants.is_empty() {
+    let budget = tenant::budget(&mut c, &raw.guardrails, &Guardrails::default());
+    let tenants: Vec<Tenant> = if raw.tenants.is_empty() {
         let sections = Sections {
             upstream: &raw.upstream,
             jwt: &raw.jwt,
             rules: &raw.rules,
             accounts: &raw.service_accounts,
+            budget: budget.clone(),
         };
         let prefix = match raw.server.path_prefix.as_deref() {
             None => PathPrefix::default(),
@@ -146,6 +148,7 @@ pub(super) fn validate(raw: RawConfig, secrets: Secrets) -> Result<Config, Confi
                 jwt: &t.jwt,
                 rules: &t.rules,
                 accounts: &t.service_accounts,
+                budget: tenant::budget(&mut c, &t.guardrails, &budget),
             };
             out.extend(tenant(&mut c, name, prefix, &sections, &server).map(|t| (i, t)));
         }
@@ -153,6 +156,13 @@ pub(super) fn validate(raw: RawConfig, secrets: Secrets) -> Result<Config, Confi
         tenant::lint(&mut c, &out);
         out.into_iter().map(|(_, t)| t).collect()
     };
+    let source_ips = tenants
+        .iter()
+        .flat_map(|t| t.guardrails.rules.values())
+        .any(|g| !g.source_ips.is_empty());
+    if !server.trusted_proxies.is_empty() && !source_ips {
+        c.warn("server.trusted_proxies is set but no rule has source_ips: it has no effect");
+    }
     if c.problems.is_empty() {
         Ok(Config {
             server,
@@ -175,6 +185,8 @@ struct Sections<'r> {
     jwt: &'r RawJwt,
     rules: &'r [RawRule],
     accounts: &'r BTreeMap<String, RawServiceAccount>,
+    /// The deprovision budget, top-level and tenant keys merged (no rules yet).
+    budget: Guardrails,
 }
 
 fn tenant(
@@ -204,7 +216,7 @@ fn tenant(
         .as_ref()
         .map(|u| u.resource_types.clone())
         .unwrap_or_default();
-    let rules = rules::rules(c, raw.rules, &accounts, &custom);
+    let (rules, guarded) = rules::rules(c, raw.rules, &accounts, &custom);
     rules::lint_shadowed_rules(c, &rules);
     Some(Tenant {
         name,
@@ -213,6 +225,10 @@ fn tenant(
         jwt: jwt?,
         rules,
         service_accounts: accounts.into_values().collect(),
+        guardrails: Guardrails {
+            rules: guarded,
+            ..raw.budget.clone()
+        },
     })
 }
 
@@ -262,7 +278,27 @@ fn server(c: &mut Checker, raw: &RawServer) -> ServerConfig {
             .unwrap_or(1),
         shutdown_grace: c.duration("server.shutdown_grace", &raw.shutdown_grace),
         forward_headers: forward_headers(c, &raw.forward_headers),
+        trusted_proxies: trusted_proxies(c, &raw.trusted_proxies),
     }
+}
+
+/// `server.trusted_proxies`: CIDR ranges. A range that covers every address would let any
+/// caller name its own address in `X-Forwarded-For`: refused.
+fn trusted_proxies(c: &mut Checker, raw: &[String]) -> Vec<crate::guard::net::Cidr> {
+    let mut out = Vec::new();
+    for (i, text) in raw.iter().enumerate() {
+        let path = format!("server.trusted_proxies[{i}]");
+        match text.parse::<crate::guard::net::Cidr>() {
+            Ok(cidr) if cidr.prefix() == 0 => c.problem(
+                path,
+                format!("{text:?} trusts every peer: any caller could choose its own address"),
+            ),
+            Ok(cidr) if !out.contains(&cidr) => out.push(cidr),
+            Ok(_) => {}
+            Err(e) => c.problem(path, e),
+        }
+    }
+    out
 }
 
 /// `server.forward_headers`: header names, none of which scimgate must own. A framing, hop-by-hop,

@@ -50,6 +50,14 @@ pub(crate) fn parse_request(
         Ok(Classified {
             operation,
             resource,
+            id: None,
+        })
+    };
+    let item = |operation, resource, id: &Segment<'_>| {
+        Ok(Classified {
+            operation,
+            resource,
+            id: Some(Box::from(id.decoded.as_ref())),
         })
     };
     let read = *method == Method::GET || *method == Method::HEAD;
@@ -81,11 +89,11 @@ pub(crate) fn parse_request(
                     Method::POST => op(Operation::Search, r),
                     _ => Err(PathError::Method),
                 },
-                (r, [_id]) if r.has_items() => match *method {
-                    _ if read => op(Operation::Read, r),
-                    Method::PUT => op(Operation::Replace, r),
-                    Method::PATCH => op(Operation::Patch, r),
-                    Method::DELETE => op(Operation::Delete, r),
+                (r, [id]) if r.has_items() => match *method {
+                    _ if read => item(Operation::Read, r, id),
+                    Method::PUT => item(Operation::Replace, r, id),
+                    Method::PATCH => item(Operation::Patch, r, id),
+                    Method::DELETE => item(Operation::Delete, r, id),
                     _ => Err(PathError::Method),
                 },
                 (

@@ -171,6 +171,24 @@ fn bulk_bodies() {
         (Operation::Delete, "Groups")
     );
     assert_eq!(ops[2].resource.as_str(), "Devices");
+    let ops = parse_bulk(body, &custom).unwrap();
+    assert_eq!(ops[1].request.id.as_deref(), Some("1"));
+    assert_eq!(ops[0].data, Some(serde_json::json!({})));
+    assert_eq!(ops[1].data, None);
+}
+
+#[test]
+fn item_ids_are_decoded_and_only_on_items() {
+    assert_eq!(c("PATCH", "/Groups/a%20b").id.as_deref(), Some("a b"));
+    assert_eq!(c("DELETE", "/users/X1").id.as_deref(), Some("X1"));
+    assert_eq!(c("GET", "/Devices/7").id.as_deref(), Some("7"));
+    for (m, p) in [
+        ("GET", "/Users"),
+        ("PATCH", "/Me"),
+        ("POST", "/Users/.search"),
+    ] {
+        assert_eq!(c(m, p).id, None, "{m} {p}");
+    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use http::{HeaderName, HeaderValue};
 use super::Checker;
 use crate::config::raw::{RawRule, RawServiceAccount};
 use crate::config::secret::{Secret, SecretSource};
-use crate::config::{MatchMode, Rule, Secrets, ServiceAccount};
+use crate::config::{MatchMode, Rule, RuleGuardrails, Secrets, ServiceAccount};
 use crate::scim::{Operation, Permissions, Resource};
 
 /// Headers a service account may not use for its credential: they are framing, routing or
@@ -237,16 +237,18 @@ fn warn_if_exposed(c: &mut Checker, source: &SecretSource) {
 #[cfg(not(unix))]
 fn warn_if_exposed(_: &mut Checker, _: &SecretSource) {}
 
+/// The rules, and the guardrails of those that have any, by rule name.
 pub(super) fn rules(
     c: &mut Checker,
     raw: &[RawRule],
     accounts: &BTreeMap<String, Arc<ServiceAccount>>,
     custom: &[Arc<str>],
-) -> Vec<Rule> {
+) -> (Vec<Rule>, BTreeMap<String, RuleGuardrails>) {
     if raw.is_empty() {
         c.problem("rules", "at least one [[rules]] entry is required");
     }
     let mut out: Vec<Rule> = Vec::new();
+    let mut guarded = BTreeMap::new();
     for (i, r) in raw.iter().enumerate() {
         let path = format!("rules[{i}]");
         if r.name.is_empty() {
@@ -305,6 +307,10 @@ pub(super) fn rules(
             continue;
         };
         let permissions = permissions(c, &path, r, custom);
+        let guardrails = guardrails(c, &path, r);
+        if !guardrails.is_empty() {
+            guarded.insert(r.name.clone(), guardrails);
+        }
         out.push(Rule {
             permissions,
             name: r.name.clone(),
@@ -314,6 +320,55 @@ pub(super) fn rules(
             match_mode,
             account: Arc::clone(account),
         });
+    }
+    (out, guarded)
+}
+
+/// A rule's `deny_attributes`, `protected_groups`, `source_ips` and `rate_limit`.
+fn guardrails(c: &mut Checker, path: &str, r: &RawRule) -> RuleGuardrails {
+    let mut out = RuleGuardrails::default();
+    for (i, text) in r.deny_attributes.iter().enumerate() {
+        match crate::guard::AttrPath::parse_name(text) {
+            Ok(attr) if !out.deny_attributes.contains(&attr) => out.deny_attributes.push(attr),
+            Ok(_) => {}
+            Err(e) => c.problem(
+                format!("{path}.deny_attributes[{i}]"),
+                format!("{text:?}: {e}; use e.g. \"roles\", \"name.givenName\" or a schema-URN-qualified name"),
+            ),
+        }
+    }
+    for (i, id) in r.protected_groups.iter().enumerate() {
+        let well_formed = !id.is_empty()
+            && id.trim() == id
+            && !id.chars().any(char::is_control)
+            && !id.contains('/');
+        if !well_formed {
+            c.problem(
+                format!("{path}.protected_groups[{i}]"),
+                format!(
+                    "{id:?} is not a group id (empty, surrounding spaces, control characters or /)"
+                ),
+            );
+        } else if !out
+            .protected_groups
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(id))
+        {
+            out.protected_groups.push(id.clone());
+        }
+    }
+    for (i, text) in r.source_ips.iter().enumerate() {
+        match text.parse::<crate::guard::net::Cidr>() {
+            Ok(cidr) if !out.source_ips.contains(&cidr) => out.source_ips.push(cidr),
+            Ok(_) => {}
+            Err(e) => c.problem(format!("{path}.source_ips[{i}]"), e),
+        }
+    }
+    if let Some(text) = &r.rate_limit {
+        match text.parse::<crate::guard::limit::Rate>() {
+            Ok(rate) => out.rate_limit = Some(rate),
+            Err(e) => c.problem(format!("{path}.rate_limit"), e),
+        }
     }
     out
 }

@@ -1,8 +1,41 @@
 //! Validation of `[[tenants]]`: path prefixes, overlap, and what may stay at the top level.
 
+use std::time::Duration;
+
 use super::{ACCOUNT, Checker};
-use crate::config::raw::RawConfig;
-use crate::config::{PathPrefix, PrefixSegment, Tenant};
+use crate::config::raw::{RawConfig, RawGuardrails};
+use crate::config::{Guardrails, PathPrefix, PrefixSegment, Tenant};
+
+/// Bounds of the deprovision budget: a window longer than a week holds counts an operator no
+/// longer reasons about (and they are per replica, lost on restart); more than a million
+/// deprovisionings is no guardrail.
+const MAX_DEPROVISIONS: u64 = 1_000_000;
+const WINDOW: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600));
+
+/// `[guardrails]` (with `inherited` = the defaults) or `[tenants.guardrails]` (with `inherited` =
+/// the top level's): each key set here replaces the inherited one. Rules are added later.
+pub(super) fn budget(c: &mut Checker, raw: &RawGuardrails, inherited: &Guardrails) -> Guardrails {
+    let mut out = inherited.clone();
+    if let Some(max) = raw.max_deprovisions {
+        match u32::try_from(max) {
+            Ok(max) if u64::from(max) <= MAX_DEPROVISIONS => out.max_deprovisions = max,
+            _ => c.problem(
+                "guardrails.max_deprovisions",
+                format!("{max} is more than {MAX_DEPROVISIONS}; 0 turns the budget off"),
+            ),
+        }
+    }
+    if let Some(text) = &raw.deprovision_window {
+        let path = "guardrails.deprovision_window";
+        let window = c.duration(path, text);
+        if humantime::parse_duration(text).is_ok() && !(WINDOW.0..=WINDOW.1).contains(&window) {
+            c.problem(path, format!("{text:?} must be between 1s and 7d"));
+        } else {
+            out.deprovision_window = window;
+        }
+    }
+    out
+}
 
 /// With `[[tenants]]`, tenant sections at the top level would be silently unused: refuse them.
 pub(super) fn reject_top_level(c: &mut Checker, raw: &RawConfig) {
