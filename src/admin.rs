@@ -148,6 +148,7 @@ impl Admin {
             "/metrics" => {
                 self.metrics
                     .log_lines_dropped(crate::telemetry::dropped_lines());
+                self.proxy.export_budgets();
                 let mut r = Response::new(Full::new(Bytes::from(self.metrics.render())));
                 r.headers_mut().insert(
                     http::header::CONTENT_TYPE,

@@ -3,10 +3,13 @@
 //! [`ProxyError::answer`] is one exhaustive match over our own enums: adding a variant forces a
 //! decision on its status, challenge, detail and outcome label, in one place.
 
-use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use std::borrow::Cow;
+
+use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::auth::AuthError;
+use crate::guard::GuardError;
 use crate::metrics::Outcome;
 use crate::response::ResponseBody;
 use crate::scim;
@@ -22,6 +25,9 @@ pub(crate) enum ProxyError {
     /// A request head the HTTP/1 front refused before hyper parsed it (`front.rs`).
     #[error(transparent)]
     Head(#[from] HeadError),
+    /// A guardrail refused a request its token and rule allowed (`crate::guard`).
+    #[error(transparent)]
+    Guard(#[from] GuardError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     /// The upstream answered 401 to the service account's key: our fault, not the caller's.
@@ -76,14 +82,20 @@ pub(crate) enum RequestError {
     MethodNotAllowed,
     #[error("request body larger than server.max_body_bytes")]
     PayloadTooLarge,
+    /// A body scimgate had to read broke off or was malformed on the wire.
+    #[error("the request body could not be read")]
+    UnreadableBody,
 }
 
 /// How one failure is answered and counted.
 struct Answer {
     status: StatusCode,
     challenge: Option<&'static str>,
-    detail: &'static str,
+    /// Fixed text, except where it names a configured attribute (never a request's value).
+    detail: Cow<'static, str>,
     outcome: Outcome,
+    /// Seconds for `Retry-After`, when waiting helps (RFC 9110 §10.2.3).
+    retry_after: Option<u64>,
 }
 
 const CHALLENGE: &str = r#"Bearer realm="scimgate""#;
@@ -229,18 +241,27 @@ impl ProxyError {
                 "upstream rejected the service account credential",
                 Outcome::UpstreamRejectedCredential,
             ),
+            Self::Request(RequestError::UnreadableBody) => (
+                S::BAD_REQUEST,
+                None,
+                "the request body could not be read",
+                Outcome::BadRequest,
+            ),
             Self::RequestTimeout => (
                 S::REQUEST_TIMEOUT,
                 None,
                 "request timed out",
                 Outcome::RequestTimeout,
             ),
+            // Its own table: some of its details name the configured attribute.
+            Self::Guard(refused) => return guard_answer(refused),
         };
         Answer {
             status,
             challenge,
-            detail,
+            detail: Cow::Borrowed(detail),
             outcome,
+            retry_after: None,
         }
     }
 
@@ -250,13 +271,16 @@ impl ProxyError {
         let answer = self.answer();
         let mut response = Response::new(ResponseBody::full(scim::error_body(
             answer.status,
-            answer.detail,
+            &answer.detail,
         )));
         *response.status_mut() = answer.status;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(scim::CONTENT_TYPE));
         if let Some(challenge) = answer.challenge {
             headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        if let Some(seconds) = answer.retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
         }
         if answer.status == StatusCode::METHOD_NOT_ALLOWED {
             headers.insert(
@@ -265,6 +289,78 @@ impl ProxyError {
             );
         }
         (answer.outcome, response)
+    }
+}
+
+/// The answers to guardrail refusals: 403 `insufficient_scope` for what the token's rule may
+/// not do, 429 with `Retry-After` for a rate or budget that frees up, 413 for a `/Bulk` that
+/// can never fit the budget, 400 for a body or `X-Forwarded-For` that cannot be judged.
+fn guard_answer(refused: &GuardError) -> Answer {
+    use StatusCode as S;
+    let (status, challenge, detail, outcome): (_, _, Cow<'static, str>, _) = match refused {
+        GuardError::SourceIp => (
+            S::FORBIDDEN,
+            Some(CHALLENGE_SCOPE),
+            "this client may not call from its address".into(),
+            Outcome::Guardrail,
+        ),
+        GuardError::ProtectedGroup => (
+            S::FORBIDDEN,
+            Some(CHALLENGE_SCOPE),
+            "this client may not modify that group".into(),
+            Outcome::Guardrail,
+        ),
+        GuardError::DeniedAttribute { attribute } => (
+            S::FORBIDDEN,
+            Some(CHALLENGE_SCOPE),
+            format!("this client may not write the attribute {attribute}").into(),
+            Outcome::Guardrail,
+        ),
+        GuardError::RateLimited { .. } => (
+            S::TOO_MANY_REQUESTS,
+            None,
+            "rate limit exceeded: retry after the time in Retry-After".into(),
+            Outcome::Guardrail,
+        ),
+        GuardError::DeprovisionBudget { .. } => (
+            S::TOO_MANY_REQUESTS,
+            None,
+            "deprovisioning budget exhausted: deletes and deactivations are paused until Retry-After"
+                .into(),
+            Outcome::Guardrail,
+        ),
+        GuardError::OverBudget { .. } => (
+            S::PAYLOAD_TOO_LARGE,
+            None,
+            "the request carries more deletes and deactivations than the whole budget allows"
+                .into(),
+            Outcome::Guardrail,
+        ),
+        GuardError::ForwardedFor => (
+            S::BAD_REQUEST,
+            None,
+            "X-Forwarded-For from a trusted proxy is not a list of IP addresses".into(),
+            Outcome::BadRequest,
+        ),
+        GuardError::Unjudgeable(_) => (
+            S::BAD_REQUEST,
+            None,
+            "the request body is not one scimgate can judge: send strict SCIM JSON".into(),
+            Outcome::BadRequest,
+        ),
+        GuardError::BodyNotRead => (
+            S::INTERNAL_SERVER_ERROR,
+            None,
+            "internal error".into(),
+            Outcome::Guardrail,
+        ),
+    };
+    Answer {
+        status,
+        challenge,
+        detail,
+        outcome,
+        retry_after: refused.retry_after(),
     }
 }
 

@@ -296,6 +296,7 @@ fn decide(
     // The decision comes from the proxy's own function, not from the loop above.
     let rule = policy::authorize(&config.rules, claims, request, &[])
         .map_err(|e| x.fail("decision", &reason(e)))?;
+    x.steps.push(guardrails_step(config, rule));
     let account = &rule.account;
     let scheme = account
         .scheme
@@ -309,6 +310,32 @@ fn decide(
         account.header, account.source
     ));
     Ok(())
+}
+
+/// What the guardrails still judge for a request this rule allows: the rule's own and the
+/// tenant's deprovision budget (they need the body and the traffic, so they are listed, not run).
+fn guardrails_step(tenant: &Tenant, rule: &Rule) -> Step {
+    let mut parts = Vec::new();
+    if let Some(g) = tenant.guardrails.rules.get(&rule.name) {
+        parts.push(g.describe());
+    }
+    if tenant.guardrails.max_deprovisions > 0 {
+        parts.push(format!(
+            "tenant budget {} deprovisionings per {} (per replica)",
+            tenant.guardrails.max_deprovisions,
+            humantime::format_duration(tenant.guardrails.deprovision_window)
+        ));
+    }
+    parts.retain(|p| !p.is_empty());
+    Step {
+        check: "guardrails".to_owned(),
+        result: if parts.is_empty() { "none" } else { "apply" },
+        detail: if parts.is_empty() {
+            "no guardrail on this rule or tenant".to_owned()
+        } else {
+            parts.join("; ")
+        },
+    }
 }
 
 fn operator(rule: &Rule) -> &'static str {

@@ -30,36 +30,7 @@ pub use inspect::{Members, Summary, Unjudgeable, inspect};
 use limit::{Bucket, Full, Window, retry_after};
 use net::{Cidr, MalformedForwardedFor};
 
-/// The guardrail a refusal is for: the `guardrail` label of
-/// `scimgate_guardrail_trips_total{tenant,guardrail}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Guardrail {
-    DeprovisionBudget,
-    DenyAttributes,
-    ProtectedGroups,
-    SourceIps,
-    RateLimit,
-}
-
-impl Guardrail {
-    pub const ALL: [Self; 5] = [
-        Self::DeprovisionBudget,
-        Self::DenyAttributes,
-        Self::ProtectedGroups,
-        Self::SourceIps,
-        Self::RateLimit,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::DeprovisionBudget => "deprovision_budget",
-            Self::DenyAttributes => "deny_attributes",
-            Self::ProtectedGroups => "protected_groups",
-            Self::SourceIps => "source_ips",
-            Self::RateLimit => "rate_limit",
-        }
-    }
-}
+pub use crate::metrics::Guardrail;
 
 /// Why a guardrail refused a request. Display texts are fit for the caller: they name a
 /// guardrail or a configured attribute, never a value from the request.

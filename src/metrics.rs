@@ -95,6 +95,21 @@ label_enum! {
         UpstreamWithheld => "upstream_withheld",
         /// A request head over the front's size limit (431).
         HeadersTooLarge => "headers_too_large",
+        /// A guardrail refused it (`crate::guard`; which one: `scimgate_guardrail_trips_total`).
+        Guardrail => "guardrail",
+    }
+}
+
+label_enum! {
+    /// The guardrail a refusal is for: the `guardrail` label of
+    /// `scimgate_guardrail_trips_total{tenant,guardrail}` and the access line's `guardrail`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum Guardrail / PerGuardrail {
+        DeprovisionBudget => "deprovision_budget",
+        DenyAttributes => "deny_attributes",
+        ProtectedGroups => "protected_groups",
+        SourceIps => "source_ips",
+        RateLimit => "rate_limit",
     }
 }
 
@@ -167,6 +182,9 @@ pub struct Metrics {
     connections_open: IntGauge,
     connections_max: IntGauge,
     log_lines_dropped: IntCounter,
+    guardrail_trips: IntCounterVec,
+    budget_used: IntGaugeVec,
+    budget_limit: IntGaugeVec,
     /// Label lookups hash strings under a lock: the fixed series are resolved once.
     by_outcome: PerOutcome<OutcomeSeries>,
     allowed: IntCounter,
@@ -175,6 +193,13 @@ pub struct Metrics {
     /// The tenants (and their rules) whose series exist, so `retain` can drop those no longer
     /// configured.
     labelled: Mutex<BTreeMap<String, BTreeSet<String>>>,
+}
+
+/// One tenant's guardrail series, resolved once per config generation.
+pub struct GuardrailMetrics {
+    trips: PerGuardrail<IntCounter>,
+    budget_used: IntGauge,
+    budget_limit: IntGauge,
 }
 
 /// One tenant's JWKS series, resolved once when its key cache is built.
@@ -277,6 +302,27 @@ impl Metrics {
             "scimgate_log_lines_dropped_total",
             "Log lines (access lines included) dropped because stdout did not take them for too long.",
         )?;
+        let guardrail_trips = IntCounterVec::new(
+            Opts::new(
+                "scimgate_guardrail_trips_total",
+                "Requests a guardrail refused, by tenant and guardrail.",
+            ),
+            &["tenant", "guardrail"],
+        )?;
+        let budget_used = IntGaugeVec::new(
+            Opts::new(
+                "scimgate_deprovision_budget_used",
+                "Deprovisionings counted in the tenant's current window (this replica).",
+            ),
+            &["tenant"],
+        )?;
+        let budget_limit = IntGaugeVec::new(
+            Opts::new(
+                "scimgate_deprovision_budget_limit",
+                "guardrails.max_deprovisions of the tenant (0: no budget).",
+            ),
+            &["tenant"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("scimgate_build_info", "Build information; always 1."),
             &["version"],
@@ -300,6 +346,9 @@ impl Metrics {
             Box::new(connections_open.clone()),
             Box::new(connections_max.clone()),
             Box::new(log_lines_dropped.clone()),
+            Box::new(guardrail_trips.clone()),
+            Box::new(budget_used.clone()),
+            Box::new(budget_limit.clone()),
             Box::new(build_info),
         ] {
             registry.register(collector)?;
@@ -325,6 +374,9 @@ impl Metrics {
             connections_open,
             connections_max,
             log_lines_dropped,
+            guardrail_trips,
+            budget_used,
+            budget_limit,
             by_outcome,
             allowed,
             denied,
@@ -374,6 +426,21 @@ impl Metrics {
         }
     }
 
+    /// `tenant`'s guardrail series, each created now (trips at 0, its budget limit set).
+    pub fn guardrails(&self, tenant: &str, limit: u32) -> GuardrailMetrics {
+        self.remember(tenant, None);
+        let metrics = GuardrailMetrics {
+            trips: PerGuardrail::new(|g| {
+                self.guardrail_trips
+                    .with_label_values(&[tenant, g.as_str()])
+            }),
+            budget_used: self.budget_used.with_label_values(&[tenant]),
+            budget_limit: self.budget_limit.with_label_values(&[tenant]),
+        };
+        metrics.budget_limit.set(i64::from(limit));
+        metrics
+    }
+
     /// Drops the series of tenants and rules that `tenants` (the config in force) no longer
     /// has; a later use of a dropped handle changes nothing exported.
     pub fn retain(&self, tenants: &[Tenant]) {
@@ -397,6 +464,13 @@ impl Metrics {
                 }
                 let _ = self.jwks_keys.remove_label_values(&[tenant]);
                 let _ = self.jwks_last_success.remove_label_values(&[tenant]);
+                for guardrail in Guardrail::ALL {
+                    let _ = self
+                        .guardrail_trips
+                        .remove_label_values(&[tenant, guardrail.as_str()]);
+                }
+                let _ = self.budget_used.remove_label_values(&[tenant]);
+                let _ = self.budget_limit.remove_label_values(&[tenant]);
             }
             kept.is_some()
         });
@@ -469,6 +543,21 @@ impl Metrics {
             tracing::error!(error = %e, "metrics encoding failed");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+// === impl GuardrailMetrics ===
+
+impl GuardrailMetrics {
+    /// A request `guardrail` refused.
+    pub fn trip(&self, guardrail: Guardrail) {
+        self.trips.get(guardrail).inc();
+    }
+
+    /// Deprovisionings in the tenant's window now (set at scrape time: the window empties
+    /// with time, not with requests).
+    pub fn budget_used(&self, used: u32) {
+        self.budget_used.set(i64::from(used));
     }
 }
 

@@ -16,8 +16,9 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::auth::{AuthError, VerifiedToken, bearer, policy};
 use crate::body::RequestBody;
-use crate::config::{PrefixMatch, ServiceAccount, Tenant};
+use crate::config::{PrefixMatch, Rule, ServiceAccount, Tenant};
 use crate::error::{ProxyError, RequestError};
+use crate::guard::{Check, Guards};
 use crate::headers::{self, Forwarding};
 use crate::metrics::{Metrics, Outcome};
 use crate::response::ResponseBody;
@@ -36,10 +37,12 @@ pub(crate) struct ConnInfo {
     pub forwarded_for: HeaderValue,
 }
 
-/// The gateway: the current runtime generation plus the process-wide metrics.
+/// The gateway: the current runtime generation plus what outlives generations: the metrics
+/// and the guardrails' counters (a reload keeps the deprovision window and the buckets).
 pub(crate) struct Proxy {
     runtime: ArcSwap<Runtime>,
     metrics: Arc<Metrics>,
+    guards: Guards,
 }
 
 /// One request's context as it moves through the steps: where it was routed, what it was
@@ -49,6 +52,7 @@ struct Exchange<'a> {
     tenant: &'a Tenant,
     tenant_runtime: &'a TenantRuntime,
     metrics: &'a Metrics,
+    guards: &'a Guards,
     conn: ConnInfo,
     /// The request as the grammar parsed it: this is what gets authorized.
     request: Classified,
@@ -65,6 +69,18 @@ impl Proxy {
         Self {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
+            guards: Guards::default(),
+        }
+    }
+
+    /// Sets each tenant's deprovision budget gauge from its window as of now (at scrape time:
+    /// the window empties with time, not only with requests).
+    pub(crate) fn export_budgets(&self) {
+        let runtime = self.runtime.load();
+        for (tenant, tenant_runtime) in runtime.config.tenants.iter().zip(&runtime.tenants) {
+            tenant_runtime
+                .guardrails
+                .budget_used(self.guards.budget_used(tenant));
         }
     }
 
@@ -132,15 +148,8 @@ impl Proxy {
     ) -> Result<Response<ResponseBody>, ProxyError> {
         // Route: the tenant, and the request parsed by the SCIM grammar (RFC 7644 §3). What
         // is forwarded is what was parsed; anything else is refused before a token is read.
-        let mut exchange = Exchange::route(
-            runtime,
-            &self.metrics,
-            &req,
-            conn,
-            request_id,
-            record,
-            deadline,
-        )?;
+        let mut exchange =
+            Exchange::route(runtime, self, &req, conn, request_id, record, deadline)?;
         let (parts, body) = req.into_parts();
         // Verify: exactly one bearer token, its signature and claims (cached when valid).
         let token = exchange.verify(&parts.headers).await?;
@@ -148,13 +157,16 @@ impl Proxy {
         // streams, cut off at `server.max_body_bytes`.
         let (body, bulk) = exchange.read_body(&parts.headers, body).await?;
         // Authorize: the first rule whose claim matches and that permits every operation.
-        let account = exchange.authorize(&token, &bulk)?;
+        let rule = exchange.authorize(&token, &bulk)?;
+        // Guard: what the rule's guardrails and the tenant's deprovision budget still refuse
+        // (the body read first where one of them must judge it).
+        let body = exchange.guard(rule, &parts.headers, body).await?;
         // Rewrite: the caller's credentials and hop-by-hop headers out, the account's key in.
-        let request = exchange.rewrite(parts, body, account);
+        let request = exchange.rewrite(parts, body, &rule.account);
         // Forward: one timer bounds the backend's answer.
         let response = exchange.forward(request).await?;
         // Screen: nothing of the key leaves in any part of the response.
-        exchange.screen(response, account).await
+        exchange.screen(response, &rule.account).await
     }
 }
 
@@ -163,7 +175,7 @@ impl<'a> Exchange<'a> {
     /// parses it.
     fn route(
         runtime: &'a Runtime,
-        metrics: &'a Metrics,
+        proxy: &'a Proxy,
         req: &Request<Incoming>,
         conn: ConnInfo,
         request_id: &'a HeaderValue,
@@ -179,7 +191,8 @@ impl<'a> Exchange<'a> {
             runtime,
             tenant: route.tenant,
             tenant_runtime: route.runtime,
-            metrics,
+            metrics: &proxy.metrics,
+            guards: &proxy.guards,
             conn,
             request,
             target,
@@ -200,40 +213,52 @@ impl<'a> Exchange<'a> {
         Ok(verified)
     }
 
-    /// The body step. Only a `/Bulk` body is read (after the token verified), because each
-    /// of its operations needs permission; it is forwarded byte-exact as read.
+    /// The body step. Only a `/Bulk` body is read here (after the token verified), because
+    /// each of its operations needs permission; it is forwarded byte-exact as read.
     async fn read_body(
         &self,
         headers: &HeaderMap,
         body: Incoming,
-    ) -> Result<(RequestBody, Vec<Classified>), ProxyError> {
-        let limit =
-            usize::try_from(self.runtime.config.server.max_body_bytes).unwrap_or(usize::MAX);
+    ) -> Result<(CallerBody, Vec<Classified>), ProxyError> {
         if self.request.operation != Operation::Bulk {
-            return Ok((RequestBody::Streamed(Limited::new(body, limit)), Vec::new()));
+            return Ok((
+                CallerBody::Streaming(Limited::new(body, self.body_limit())),
+                Vec::new(),
+            ));
         }
-        if !judgeable_json(headers) {
-            return Err(RequestError::UnsupportedMediaType.into());
-        }
-        // Boxed: rare, and inline this future would enlarge every request's future, whose
-        // space hyper holds for every open connection.
-        let collect = Box::pin(timeout_at(
-            self.deadline,
-            Limited::new(body, limit).collect(),
-        ));
-        let bytes = match collect.await.map_err(|_| ProxyError::RequestTimeout)? {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<LengthLimitError>() => {
-                return Err(RequestError::PayloadTooLarge.into());
-            }
-            Err(_) => return Err(RequestError::InvalidBulk.into()),
-        };
+        let bytes = self
+            .collect(headers, Limited::new(body, self.body_limit()))
+            .await?;
         let custom = &self.tenant.upstream.resource_types;
         let operations = scim::bulk_operations(&bytes, custom).map_err(|e| {
             tracing::debug!(error = %e, "bulk request refused");
             RequestError::InvalidBulk
         })?;
-        Ok((RequestBody::read(bytes), operations))
+        Ok((CallerBody::Read(bytes), operations))
+    }
+
+    fn body_limit(&self) -> usize {
+        usize::try_from(self.runtime.config.server.max_body_bytes).unwrap_or(usize::MAX)
+    }
+
+    /// Reads a body scimgate must judge: declared as JSON it reads with certainty, whole,
+    /// within `server.max_body_bytes` and the request's deadline.
+    async fn collect(
+        &self,
+        headers: &HeaderMap,
+        body: Limited<Incoming>,
+    ) -> Result<Bytes, ProxyError> {
+        if !judgeable_json(headers) {
+            return Err(RequestError::UnsupportedMediaType.into());
+        }
+        // Boxed: rare, and inline this future would enlarge every request's future, whose
+        // space hyper holds for every open connection.
+        let collect = Box::pin(timeout_at(self.deadline, body.collect()));
+        match collect.await.map_err(|_| ProxyError::RequestTimeout)? {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<LengthLimitError>() => Err(RequestError::PayloadTooLarge.into()),
+            Err(_) => Err(RequestError::UnreadableBody.into()),
+        }
     }
 
     /// The authorize step: the first rule that matches the token and permits the request (and
@@ -242,12 +267,63 @@ impl<'a> Exchange<'a> {
         &mut self,
         token: &VerifiedToken,
         bulk: &[Classified],
-    ) -> Result<&'a ServiceAccount, AuthError> {
+    ) -> Result<&'a Rule, AuthError> {
         let rule = policy::authorize(&self.tenant.rules, &token.claims, &self.request, bulk)?;
         self.metrics.auth_allowed();
         self.tenant_runtime.rule_matched(self.tenant, rule);
         self.record.allow(&rule.name, &rule.account.name);
-        Ok(&rule.account)
+        Ok(rule)
+    }
+
+    /// The guard step: the rule's guardrails and the tenant's deprovision budget judge the
+    /// request, its body read first (bounded, forwarded byte-exact) when one of them must see
+    /// it. A refusal counts in `scimgate_guardrail_trips_total`; nothing is forwarded.
+    async fn guard(
+        &mut self,
+        rule: &Rule,
+        headers: &HeaderMap,
+        body: CallerBody,
+    ) -> Result<RequestBody, ProxyError> {
+        let body = match body {
+            CallerBody::Streaming(streaming)
+                if Guards::needs_body(self.tenant, rule, &self.request) =>
+            {
+                CallerBody::Read(self.collect(headers, streaming).await?)
+            }
+            CallerBody::Streaming(streaming) => CallerBody::Streaming(streaming),
+            CallerBody::Read(bytes) => CallerBody::Read(bytes),
+        };
+        let check = Check {
+            trusted_proxies: &self.runtime.config.server.trusted_proxies,
+            tenant: self.tenant,
+            rule,
+            request: &self.request,
+            peer: self.conn.peer.ip(),
+            headers,
+            body: match &body {
+                CallerBody::Read(bytes) => Some(bytes),
+                CallerBody::Streaming(_) => None,
+            },
+        };
+        match self.guards.check(&check) {
+            Ok(summary) => {
+                if let Some(used) = summary.budget_used {
+                    self.tenant_runtime.guardrails.budget_used(used);
+                }
+                self.record.writes(&summary);
+                Ok(match body {
+                    CallerBody::Streaming(streaming) => RequestBody::Streamed(streaming),
+                    CallerBody::Read(bytes) => RequestBody::read(bytes),
+                })
+            }
+            Err(refused) => {
+                if let Some(guardrail) = refused.guardrail() {
+                    self.tenant_runtime.guardrails.trip(guardrail);
+                    self.record.guardrail = Some(guardrail);
+                }
+                Err(refused.into())
+            }
+        }
     }
 
     /// The rewrite step: request headers by allow-list, the account's credential and the
@@ -333,6 +409,12 @@ impl<'a> Exchange<'a> {
         let screen = Arc::clone(&account.screen);
         Ok(response.map(|body| ResponseBody::Upstream(ScreenedBody::new(body, screen))))
     }
+}
+
+/// A caller's body before the guard step: still streaming, or read whole to be judged.
+enum CallerBody {
+    Streaming(Limited<Incoming>),
+    Read(Bytes),
 }
 
 /// Rewrites a ServiceProviderConfig response to advertise the bearer scheme scimgate enforces.

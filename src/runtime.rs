@@ -14,7 +14,7 @@ use crate::auth::jwks::Jwks;
 use crate::auth::verify::Verifier;
 use crate::config::{Config, JwtConfig, PrefixMatch, Rule, Tenant};
 use crate::headers::HeaderPolicy;
-use crate::metrics::Metrics;
+use crate::metrics::{GuardrailMetrics, Metrics};
 use crate::tls::TlsError;
 use crate::upstream::Upstream;
 
@@ -36,6 +36,8 @@ pub(crate) struct TenantRuntime {
     pub upstream: Arc<Upstream>,
     /// `scimgate_rule_matches_total` for each of the tenant's rules, parallel to `rules`.
     rule_matches: Vec<IntCounter>,
+    /// `scimgate_guardrail_trips_total` and the deprovision budget gauges of the tenant.
+    pub guardrails: GuardrailMetrics,
     /// The bytes of `jwt.ca_file` and `upstream.ca_file` when this generation read them: a
     /// client is reused only while its CA file still holds them.
     jwt_ca: Option<Vec<u8>>,
@@ -90,11 +92,13 @@ impl Runtime {
                 .iter()
                 .map(|rule| metrics.rule_counter(&tenant.name, &rule.name))
                 .collect();
+            let guardrails = metrics.guardrails(&tenant.name, tenant.guardrails.max_deprovisions);
             tenants.push(TenantRuntime {
                 jwks,
                 verifier,
                 upstream,
                 rule_matches,
+                guardrails,
                 jwt_ca,
                 upstream_ca,
             });

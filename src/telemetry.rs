@@ -17,7 +17,7 @@ use crate::config::{LogConfig, LogFormat};
 
 mod writer;
 
-use crate::metrics::{DenyReason, Outcome};
+use crate::metrics::{DenyReason, Guardrail, Outcome};
 pub use writer::{LogGuard, LogWriter, QueuedLine, dropped_lines};
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `log.level`. Lines are
@@ -70,6 +70,20 @@ pub struct AccessRecord {
     pub error: Option<String>,
     /// Caller header names not forwarded (allow-list), comma-separated; only at debug level.
     dropped_headers: Option<String>,
+    /// The guardrail that refused the request.
+    pub guardrail: Option<Guardrail>,
+    /// What a judged write touches (`crate::guard::Summary`): attribute paths, member counts,
+    /// deprovisionings; never a value.
+    writes: Option<Writes>,
+}
+
+/// The access line's summary of a write a guardrail read.
+#[derive(Debug)]
+struct Writes {
+    attributes: String,
+    members_added: String,
+    members_removed: String,
+    deprovisions: String,
 }
 
 impl AccessRecord {
@@ -149,6 +163,25 @@ impl AccessRecord {
         }
     }
 
+    /// Records what a write judged by the guardrails touches: attribute paths and counts only.
+    pub fn writes(&mut self, summary: &crate::guard::Summary) {
+        if !self.enabled || !summary.inspected {
+            return;
+        }
+        let attributes: Vec<String> = summary.attributes.iter().map(ToString::to_string).collect();
+        let removed = if summary.members.replaced {
+            "all".to_owned()
+        } else {
+            summary.members.removed.to_string()
+        };
+        self.writes = Some(Writes {
+            attributes: attributes.join(","),
+            members_added: summary.members.added.to_string(),
+            members_removed: removed,
+            deprovisions: summary.deprovisions.to_string(),
+        });
+    }
+
     /// Records why the request failed (the error's Display; never token or key material).
     pub fn fail(&mut self, error: &dyn std::fmt::Display) {
         if self.enabled {
@@ -187,6 +220,11 @@ impl AccessRecord {
             service_account = self.account.as_deref().unwrap_or(""),
             error = self.error.as_deref().unwrap_or(""),
             dropped_headers = self.dropped_headers.as_deref().unwrap_or(""),
+            guardrail = self.guardrail.map_or("", Guardrail::as_str),
+            attributes = self.writes.as_ref().map_or("", |w| w.attributes.as_str()),
+            members_added = self.writes.as_ref().map_or("", |w| w.members_added.as_str()),
+            members_removed = self.writes.as_ref().map_or("", |w| w.members_removed.as_str()),
+            deprovisions = self.writes.as_ref().map_or("", |w| w.deprovisions.as_str()),
             "request"
         );
     }
@@ -241,6 +279,32 @@ impl AccessRecord {
         for (name, value) in optional {
             text(&mut line, name, value.as_deref().unwrap_or(""));
         }
+        text(
+            &mut line,
+            "guardrail",
+            self.guardrail.map_or("", Guardrail::as_str),
+        );
+        let writes = self.writes.as_ref();
+        text(
+            &mut line,
+            "attributes",
+            writes.map_or("", |w| &w.attributes),
+        );
+        text(
+            &mut line,
+            "members_added",
+            writes.map_or("", |w| &w.members_added),
+        );
+        text(
+            &mut line,
+            "members_removed",
+            writes.map_or("", |w| &w.members_removed),
+        );
+        text(
+            &mut line,
+            "deprovisions",
+            writes.map_or("", |w| &w.deprovisions),
+        );
         line.extend_from_slice(b",\"target\":\"scimgate::access\"}\n");
         line
     }

@@ -12,6 +12,7 @@ mod cache;
 mod cli;
 mod fail_closed;
 mod forward;
+mod guardrails;
 mod http_front;
 mod jwks;
 mod lifecycle;

@@ -235,6 +235,10 @@ EXPR_MUTANTS = [
      'outcome="upstream_withheld"', 'outcome=~"upstream_.*"'),
     ("ScimgateUpstreamWithheld", "one alert per instance instead of one per job",
      "sum without (instance, pod) (increase(", "(increase("),
+    ("ScimgateDeprovisioningStopped", "every guardrail pages",
+     'guardrail="deprovision_budget"', 'guardrail=~".+"'),
+    ("ScimgateGuardrailRefusals", "budget trips warn as well as page",
+     'guardrail!="deprovision_budget"', 'guardrail=~".+"'),
 ]
 
 
@@ -647,7 +651,7 @@ def parse_metrics(text: str) -> dict[str, set[frozenset]]:
 OUTCOMES = ["forwarded", "missing_token", "invalid_token", "forbidden", "bad_request", "method_not_allowed",
             "unknown_tenant", "payload_too_large", "request_timeout", "jwks_unavailable", "upstream_unavailable",
             "upstream_timeout", "upstream_rejected_credential", "not_found", "unsupported_media_type",
-            "upstream_withheld", "headers_too_large"]
+            "upstream_withheld", "headers_too_large", "guardrail"]
 
 # Alerts the traffic below causes, by alertname -> the labels that identify each instance.
 EXPECTED_FIRING = {
@@ -660,16 +664,18 @@ EXPECTED_FIRING = {
     ("ScimgateUpstreamWithheld", ()),
     ("ScimgateConfigReloadFailed", ()),
     ("ScimgateConnectionsNearLimit", ()),
+    ("ScimgateDeprovisionBudgetNearlyUsed", (("tenant", "main"),)),
+    ("ScimgateDeprovisioningStopped", (("tenant", "main"),)),
 }
 
 
 def gateway_config(work: Path, backend: str, issuer: str, dead: int, key_file: Path) -> str:
-    def tenant(name: str, upstream: str, jwks: str, timeout: str = "1s") -> str:
+    def tenant(name: str, upstream: str, jwks: str, timeout: str = "1s", extra: str = "") -> str:
         return f"""
 [[tenants]]
 name = "{name}"
 path_prefix = "/{name}"
-
+{extra}
 [tenants.upstream]
 url = "{upstream}"
 connect_timeout = "1s"
@@ -708,7 +714,9 @@ listen = "127.0.0.1:0"
 level = "info"
 format = "json"
 """ + "".join([
-        tenant("main", f"http://{backend}/scim/v2", f"{issuer}/jwks.json"),
+        # A budget of one deprovisioning: the second DELETE is the guardrail outcome.
+        tenant("main", f"http://{backend}/scim/v2", f"{issuer}/jwks.json",
+               extra='guardrails.max_deprovisions = 1\nguardrails.deprovision_window = "1h"\n'),
         # A long upstream timeout, so that a slow request body meets server.request_timeout first.
         tenant("patient", f"http://{backend}/scim/v2", f"{issuer}/jwks.json", timeout="10s"),
         tenant("down", f"http://127.0.0.1:{dead}/scim/v2", f"{issuer}/jwks.json"),
@@ -764,6 +772,8 @@ def send_traffic(proxy: str, good: str, other_group: str) -> list[tuple[str, int
     req("unsupported_media_type", 415, "POST", "/main/Users",
         {**auth, "Content-Type": "application/scim+json", "Content-Encoding": "gzip"}, b"\x1f\x8b")
     req("upstream_withheld", 502, "GET", "/main/Users/echo", auth)  # a 500 page that echoes the Authorization header
+    req("forwarded", 200, "DELETE", "/main/Users/gone", auth)  # the tenant's whole deprovision budget
+    req("guardrail", 429, "DELETE", "/main/Users/gone", auth)
     # Over 100 header fields (small, so the whole head is sent before the 431 and the close).
     fields = "".join(f"X-F{i}: 1\r\n" for i in range(101))
     status = raw_request(proxy, f"GET /main/Users HTTP/1.1\r\nHost: gw\r\n{fields}\r\n".encode())

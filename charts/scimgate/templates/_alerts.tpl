@@ -122,6 +122,30 @@ metric{a="b"} -> metric{SEL, a="b"}, a bare metric -> metric{SEL}. (list EXPR SE
   "description" "{{ $labels.instance }} dropped {{ $value | humanize }} log line(s), access lines included, in 10 minutes: its stdout took nothing while 8 MiB of lines waited (about half a second of traffic). Those requests have no audit line. Look at the log pipeline: the container runtime's log driver, disk pressure on the node, or a stalled shipper reading the pod's stdout. scimgate's stderr says how many were dropped.") }}
 
 {{- $rules = append $rules (dict
+  "alert" "ScimgateDeprovisionBudgetNearlyUsed"
+  "expr" (printf "scimgate_deprovision_budget_used / (scimgate_deprovision_budget_limit > 0) > %s" (toString $p.deprovisionBudgetRatio))
+  "for" "0m"
+  "severity" "warning"
+  "summary" "scimgate on {{ $labels.instance }} has used {{ $value | humanizePercentage }} of tenant {{ $labels.tenant }}'s deprovisioning budget"
+  "description" "Deletes and deactivations of tenant {{ $labels.tenant }} through {{ $labels.instance }} have used {{ $value | humanizePercentage }} of guardrails.max_deprovisions in the current deprovision_window. If the identity provider is not meant to be offboarding that many users right now (a mis-scoped assignment, a broken sync rule), stop its provisioning before the budget is gone. The access lines with deprovisions > 0 name the requests.") }}
+
+{{- $rules = append $rules (dict
+  "alert" "ScimgateDeprovisioningStopped"
+  "expr" "increase(scimgate_guardrail_trips_total{guardrail=\"deprovision_budget\"}[10m]) > 0"
+  "for" "0m"
+  "severity" "critical"
+  "summary" "scimgate on {{ $labels.instance }} is refusing deletes and deactivations for tenant {{ $labels.tenant }}"
+  "description" "{{ $labels.instance }} refused {{ $value | humanize }} delete(s) or deactivation(s) of tenant {{ $labels.tenant }} in 10 minutes because guardrails.max_deprovisions was reached: a mass deprovisioning was stopped at the gate and nothing of it reached the backend after the budget. Find out why the identity provider is deprovisioning (its audit log, the access lines with guardrail deprovision_budget). If it is intended, raise max_deprovisions (hot reload); if not, fix the IdP first: the refused requests will be retried by it once the window lets them through.") }}
+
+{{- $rules = append $rules (dict
+  "alert" "ScimgateGuardrailRefusals"
+  "expr" "increase(scimgate_guardrail_trips_total{guardrail!=\"deprovision_budget\"}[10m]) > 0"
+  "for" "0m"
+  "severity" "warning"
+  "summary" "scimgate on {{ $labels.instance }} refused requests of tenant {{ $labels.tenant }} by its {{ $labels.guardrail }} guardrail"
+  "description" "{{ $labels.instance }} refused {{ $value | humanize }} request(s) of tenant {{ $labels.tenant }} in 10 minutes by the rule guardrail {{ $labels.guardrail }} (deny_attributes, protected_groups, source_ips or rate_limit). A connector is trying to do what its rule forbids: the access lines with that guardrail name the rule, the client and the attribute paths. Either the connector's mapping is wrong, or the rule is too narrow for it.") }}
+
+{{- $rules = append $rules (dict
   "alert" "ScimgateConnectionsNearLimit"
   "expr" (printf "scimgate_connections_open / scimgate_connections_max > %s" (toString $p.connectionsRatio))
   "for" "5m"
