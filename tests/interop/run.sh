@@ -16,6 +16,7 @@
 # through the proxy; Okta's and Entra ID's request shapes (tests/interop/shapes.py: lookups in
 # every encoding incl. raw `"`, create, PUT/PATCH updates, deactivations, group push and
 # membership, deletes) played directly and through scimgate, same status and body at each step;
+# the deprovision budget (tests/interop/guardrails.py) in front of the same scim2-server;
 # four refused requests (no token, expired, failing the rule, the raw API key) and four refused
 # heads (malformed, too large, ambiguous framing, raw `"` in the path) that must be answered by
 # scimgate with SCIM error bodies and never reach scim2-server. Closes with "N passed, N failed".
@@ -311,6 +312,25 @@ run_case "scim2-server saw no request from the refused runs" upstream_silent
 run_case "case-variant /Bulk DELETE with a read/search/bulk token: 400, the user stays (T46)" \
   env INTEROP_BEARER="$jwt_reader" INTEROP_API_KEY="$api_key" \
   timeout 60 "$py" "$here/fail_closed.py" bulk-case-variant --proxy "$proxy" --direct "$direct"
+
+step "guardrails: the deprovision budget in front of scim2-server"
+# A second scimgate, the same config plus a budget of 6 deprovisionings (one of each shape) in 4 s.
+{ cat "$work/scimgate.toml"; printf '\n[guardrails]\nmax_deprovisions = 6\ndeprovision_window = "4s"\n'; } >"$work/guarded.toml"
+guarded_case() {
+  local pid addrs gproxy gadmin rc=0
+  (scimgate serve --config "$work/guarded.toml") >"$work/guarded.out" 2>"$work/guarded.err" &
+  pid=$!
+  pids+=("$pid")
+  addrs=$(check listening "$work/guarded.out" --pid "$pid") || return 1
+  read -r gproxy gadmin <<<"$addrs"
+  check wait-http "http://$gadmin/readyz" --pid "$pid" --timeout 20 || return 1
+  INTEROP_BEARER=$jwt_rs INTEROP_API_KEY=$api_key \
+    bounded 90 "$py" -B "$here/guardrails.py" budget --proxy "http://$gproxy" --direct "$direct" \
+    --budget 6 --window 4 || rc=$?
+  stop_pid "$pid"
+  return "$rc"
+}
+run_case "Okta/Entra deactivations and deletes stop at exactly max_deprovisions (429 + Retry-After), also through /Bulk; the next passes after the window" guarded_case
 
 step "summary"
 say "compliance counts: direct [$direct_counts], through scimgate RS256 [$proxy_rs_counts], ES256 [$proxy_es_counts]"
