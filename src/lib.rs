@@ -11,6 +11,8 @@
 //!                                exp/nbf/iat/iss/aud, max lifetime; auth/cache.rs       -> 401 / 503
 //! body       scim/bulk.rs        a /Bulk body read and every operation parsed           -> 400 / 413
 //! authorize  auth/policy.rs      first rule whose claim matches -> service account      -> 403
+//! guard      guard.rs, guard/    the rule's guardrails and the tenant's deprovision
+//!                                budget (a write's body read where one judges it)       -> 403 / 429 / 413 / 400
 //! rewrite    headers.rs          strip caller credential, hop-by-hop, spoofable headers;
 //!                                set the account's credential and forwarding headers
 //! forward    upstream.rs         pooled client, streamed bodies, one timer              -> 502 / 504

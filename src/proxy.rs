@@ -284,6 +284,10 @@ impl<'a> Exchange<'a> {
         headers: &HeaderMap,
         body: CallerBody,
     ) -> Result<RequestBody, ProxyError> {
+        let guardrails = &self.tenant.guardrails;
+        if guardrails.rules.is_empty() && guardrails.max_deprovisions == 0 {
+            return Ok(body.into_request_body());
+        }
         let body = match body {
             CallerBody::Streaming(streaming)
                 if Guards::needs_body(self.tenant, rule, &self.request) =>
@@ -311,10 +315,7 @@ impl<'a> Exchange<'a> {
                     self.tenant_runtime.guardrails.budget_used(used);
                 }
                 self.record.writes(&summary);
-                Ok(match body {
-                    CallerBody::Streaming(streaming) => RequestBody::Streamed(streaming),
-                    CallerBody::Read(bytes) => RequestBody::read(bytes),
-                })
+                Ok(body.into_request_body())
             }
             Err(refused) => {
                 if let Some(guardrail) = refused.guardrail() {
@@ -415,6 +416,15 @@ impl<'a> Exchange<'a> {
 enum CallerBody {
     Streaming(Limited<Incoming>),
     Read(Bytes),
+}
+
+impl CallerBody {
+    fn into_request_body(self) -> RequestBody {
+        match self {
+            Self::Streaming(streaming) => RequestBody::Streamed(streaming),
+            Self::Read(bytes) => RequestBody::read(bytes),
+        }
+    }
 }
 
 /// Rewrites a ServiceProviderConfig response to advertise the bearer scheme scimgate enforces.
