@@ -86,6 +86,25 @@ struct Writes {
     deprovisions: String,
 }
 
+impl Writes {
+    /// The access line's field names, in the order of [`Writes::values`].
+    const NAMES: [&'static str; 4] = [
+        "attributes",
+        "members_added",
+        "members_removed",
+        "deprovisions",
+    ];
+
+    fn values(&self) -> [&str; 4] {
+        [
+            &self.attributes,
+            &self.members_added,
+            &self.members_removed,
+            &self.deprovisions,
+        ]
+    }
+}
+
 impl AccessRecord {
     pub fn new<B>(req: &Request<B>, request_id: &HeaderValue, peer: SocketAddr) -> Self {
         if !tracing::enabled!(target: "scimgate::access", tracing::Level::INFO) {
@@ -301,27 +320,10 @@ impl AccessRecord {
             "guardrail",
             self.guardrail.map_or("", Guardrail::as_str),
         );
-        let writes = self.writes.as_ref();
-        text(
-            &mut line,
-            "attributes",
-            writes.map_or("", |w| &w.attributes),
-        );
-        text(
-            &mut line,
-            "members_added",
-            writes.map_or("", |w| &w.members_added),
-        );
-        text(
-            &mut line,
-            "members_removed",
-            writes.map_or("", |w| &w.members_removed),
-        );
-        text(
-            &mut line,
-            "deprovisions",
-            writes.map_or("", |w| &w.deprovisions),
-        );
+        let writes = self.writes.as_ref().map_or([""; 4], Writes::values);
+        for (name, value) in Writes::NAMES.into_iter().zip(writes) {
+            text(&mut line, name, value);
+        }
         line.extend_from_slice(b",\"target\":\"scimgate::access\"}\n");
         line
     }
