@@ -16,6 +16,7 @@ pub mod endpoint;
 mod form;
 pub mod keys;
 mod limit;
+pub(crate) mod serve;
 pub mod token;
 
 #[cfg(test)]

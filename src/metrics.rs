@@ -129,6 +129,8 @@ label_enum! {
         LifetimeTooLong => "lifetime_too_long",
         WrongIssuer => "wrong_issuer",
         WrongAudience => "wrong_audience",
+        /// A token scimgate issued that its issuer no longer honours (`not_before`, removed client).
+        Revoked => "revoked",
         NoRule => "no_rule",
         OperationDenied => "op_denied",
         JwksUnavailable => "jwks_unavailable",
@@ -172,6 +174,9 @@ pub struct Metrics {
     allowed: IntCounter,
     denied: PerDenyReason<IntCounter>,
     reloads: PerReloadResult<IntCounter>,
+    /// `scimgate_token_requests_total{outcome}`, indexed like `TokenOutcome::ALL`.
+    token_requests: Vec<IntCounter>,
+    tokens_issued: IntCounter,
     /// The tenants (and their rules) whose series exist, so `retain` can drop those no longer
     /// configured.
     labelled: Mutex<BTreeMap<String, BTreeSet<String>>>,
@@ -277,6 +282,17 @@ impl Metrics {
             "scimgate_log_lines_dropped_total",
             "Log lines (access lines included) dropped because stdout did not take them for too long.",
         )?;
+        let token_requests = IntCounterVec::new(
+            Opts::new(
+                "scimgate_token_requests_total",
+                "Requests to the issuer's token endpoint, by outcome.",
+            ),
+            &["outcome"],
+        )?;
+        let tokens_issued = IntCounter::new(
+            "scimgate_tokens_issued_total",
+            "Access tokens the issuer's token endpoint signed.",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("scimgate_build_info", "Build information; always 1."),
             &["version"],
@@ -300,6 +316,8 @@ impl Metrics {
             Box::new(connections_open.clone()),
             Box::new(connections_max.clone()),
             Box::new(log_lines_dropped.clone()),
+            Box::new(token_requests.clone()),
+            Box::new(tokens_issued.clone()),
             Box::new(build_info),
         ] {
             registry.register(collector)?;
@@ -312,6 +330,10 @@ impl Metrics {
         let denied =
             PerDenyReason::new(|r| auth_decisions.with_label_values(&["deny", r.as_str()]));
         let reloads = PerReloadResult::new(|r| config_reloads.with_label_values(&[r.as_str()]));
+        let token_requests = crate::issuer::TokenOutcome::ALL
+            .iter()
+            .map(|o| token_requests.with_label_values(&[o.as_str()]))
+            .collect();
         Ok(Self {
             registry,
             upstream_duration,
@@ -329,6 +351,8 @@ impl Metrics {
             allowed,
             denied,
             reloads,
+            token_requests,
+            tokens_issued,
             labelled: Mutex::new(BTreeMap::new()),
         })
     }
@@ -448,6 +472,19 @@ impl Metrics {
         let exported = self.log_lines_dropped.get();
         if total > exported {
             self.log_lines_dropped.inc_by(total - exported);
+        }
+    }
+
+    /// One answer of the issuer's token endpoint.
+    pub fn token_request(&self, outcome: crate::issuer::TokenOutcome) {
+        let index = crate::issuer::TokenOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome);
+        if let Some(counter) = index.and_then(|i| self.token_requests.get(i)) {
+            counter.inc();
+        }
+        if outcome == crate::issuer::TokenOutcome::Issued {
+            self.tokens_issued.inc();
         }
     }
 

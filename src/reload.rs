@@ -36,6 +36,8 @@ pub enum ReloadError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error(transparent)]
+    Build(#[from] crate::runtime::BuildError),
+    #[error(transparent)]
     Discovery(#[from] DiscoveryError),
     #[error("the new JWKS could not be loaded: {0}")]
     Jwks(#[from] crate::auth::jwks::FetchError),
@@ -120,14 +122,13 @@ impl Reloader {
             Runtime::build(config, jwks_urls, Some(&previous), &metrics)
         })
         .await??;
+        let in_force = current.fetched_key_sets();
         for tenant in &runtime.tenants {
-            if !current
-                .tenants
-                .iter()
-                .any(|old| Arc::ptr_eq(&old.jwks, &tenant.jwks))
-            {
-                // A new key source must work before it replaces the old one.
-                tenant.jwks.refresh().await?;
+            for jwks in std::iter::once(&tenant.jwks).chain(&tenant.extra_jwks) {
+                if !in_force.iter().any(|old| Arc::ptr_eq(old, jwks)) {
+                    // A new key source must work before it replaces the old one.
+                    jwks.refresh().await?;
+                }
             }
         }
         // Nothing below can fail.
@@ -142,13 +143,7 @@ impl Reloader {
 
     /// Keeps exactly one background refresh task per JWKS cache in use, stopping the others.
     pub(crate) fn ensure_refreshers(&self) {
-        let wanted: Vec<Arc<Jwks>> = self
-            .proxy
-            .runtime()
-            .tenants
-            .iter()
-            .map(|t| Arc::clone(&t.jwks))
-            .collect();
+        let wanted: Vec<Arc<Jwks>> = self.proxy.runtime().fetched_key_sets();
         let Ok(mut running) = self.refreshers.lock() else {
             return;
         };
