@@ -570,7 +570,8 @@ impl Tenant {
 /// serde_ignored's `rules.0.x` written as every other problem's key path: `rules[0].x`.
 fn key_path(dotted: &str) -> String {
     let mut out = String::with_capacity(dotted.len() + 2);
-    for segment in dotted.split('.') {
+    // `?` is how serde_ignored shows an `Option`'s inside: not a key.
+    for segment in dotted.split('.').filter(|s| *s != "?") {
         if !out.is_empty() && !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
             out.push('[');
             out.push_str(segment);

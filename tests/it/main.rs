@@ -13,6 +13,7 @@ mod cli;
 mod fail_closed;
 mod forward;
 mod http_front;
+mod issuer;
 mod jwks;
 mod lifecycle;
 mod lockfile;
