@@ -82,16 +82,20 @@ impl Runtime {
     ) -> Result<Self, BuildError> {
         let mut assertion_jwks = Vec::new();
         let issuer = match &config.issuer {
-            Some(issuer_config) => Some(Arc::new(Issuer::build(
-                Arc::clone(issuer_config),
-                |client, settings| {
+            Some(issuer_config) => {
+                let built = Issuer::build(Arc::clone(issuer_config), |client, settings| {
                     let url = settings.jwks_url.clone().unwrap_or_default();
                     let label = format!("issuer:{}", client.client_id);
                     let jwks = Arc::new(Jwks::new(settings, url, metrics.jwks(&label))?);
                     assertion_jwks.push(Arc::clone(&jwks));
                     Ok(Verifier::new(settings, jwks, Arc::clone(metrics)))
-                },
-            )?)),
+                })?;
+                let old = previous.and_then(|p| p.issuer.as_deref());
+                Some(Arc::new(match old {
+                    Some(old) => built.carry_over(old),
+                    None => built,
+                }))
+            }
             None => None,
         };
         let mut tenants = Vec::with_capacity(config.tenants.len());
