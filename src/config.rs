@@ -477,6 +477,9 @@ impl Config {
             }
             tenant.summary(&mut out);
         }
+        if let Some(issuer) = &self.issuer {
+            issuer.summary(&mut out);
+        }
         for w in &self.warnings {
             out.push_str(&format!("warning: {w}\n"));
         }

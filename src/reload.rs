@@ -1,7 +1,7 @@
 //! Reloading: [`Reloader`] re-reads the config and swaps in a new generation, or changes
 //! nothing; [`Reloader::watch`] triggers it on SIGHUP and when the bytes of the config file or
-//! of any file it names (API keys, TLS certificate and key, `jwt.ca_file`, `upstream.ca_file`)
-//! change.
+//! of any file it names (API keys, TLS certificate and key, `jwt.ca_file`, `upstream.ca_file`,
+//! the issuer's signing keys) change.
 //!
 //! Change detection reads the files' contents every `POLL_INTERVAL` rather than using inotify:
 //! Kubernetes updates ConfigMap and Secret volumes by swapping a `..data` symlink, which a file
@@ -226,6 +226,9 @@ pub(crate) fn watched_files(source: Option<&Path>, config: &Config) -> Vec<PathB
     if let Some(tls) = &config.server.tls {
         files.push(tls.cert.clone());
         files.push(tls.key.clone());
+    }
+    if let Some(issuer) = &config.issuer {
+        files.extend(issuer.signing_keys.iter().map(|k| k.path.clone()));
     }
     files
 }

@@ -388,7 +388,7 @@ async fn client_secrets_get_tokens_that_pass_the_same_pipeline() {
 #[tokio::test(flavor = "multi_thread")]
 async fn entra_workload_identity_federation_as_microsoft_documents_it() {
     let setup = Setup::new();
-    let (gw, upstream, _entra, entra_key) = start(&setup).await;
+    let (gw, upstream, entra, entra_key) = start(&setup).await;
 
     let assertion = entra_assertion(&entra_key, |_| {});
     let r = token_request(&gw, &[FORM], &entra_form(&assertion)).await;
@@ -452,6 +452,28 @@ async fn entra_workload_identity_federation_as_microsoft_documents_it() {
         assert_eq!(r.json()["error"], "invalid_client", "{what}");
     }
     assert_eq!(upstream.hits(), 1, "the backend is never contacted");
+
+    // A reload does not make a used jti new again.
+    rewrite_issuer(
+        &gw,
+        &setup.issuer_toml(
+            &[&setup.current],
+            &entra.url(),
+            Some("2020-01-01T00:00:00Z"),
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(
+        &scrape(&gw).await,
+        "scimgate_config_reloads_total{result=\"success\"}",
+    )
+    .is_none_or(|v| v < 1.0)
+    {
+        assert!(Instant::now() < deadline, "no reload");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = token_request(&gw, &[FORM], &entra_form(&with_jti)).await;
+    assert_eq!(r.status, 401, "replayed after a reload: {}", r.text());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -569,6 +591,23 @@ async fn key_rotation_keeps_old_tokens_until_the_old_key_goes() {
 
     rewrite_issuer(&gw, &setup.issuer_toml(&[&next], &entra.url(), None));
     wait_status(&gw, &old_token, 401).await;
+    assert_eq!(gw.get("/Users", Some(&new_token)).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signing_key_file_replaced_in_place_is_reloaded() {
+    // A Secret update rewrites the file under the same name: the reload must see it.
+    let setup = Setup::new();
+    let (gw, _upstream, _entra, _) = start(&setup).await;
+    let old_token = mint_cli(&gw.config_path, "okta", "1d");
+    assert_eq!(gw.get("/Users", Some(&old_token)).await.status, 200);
+    let before = gw.get("/.well-known/jwks.json", None).await.json();
+    let (pem, _) = p256_pem();
+    replace_file(&setup.current, pem.as_bytes(), 0o600);
+    wait_status(&gw, &old_token, 401).await;
+    let after = gw.get("/.well-known/jwks.json", None).await.json();
+    assert_ne!(before["keys"][0]["kid"], after["keys"][0]["kid"]);
+    let new_token = mint_cli(&gw.config_path, "okta", "1d");
     assert_eq!(gw.get("/Users", Some(&new_token)).await.status, 200);
 }
 
