@@ -60,9 +60,10 @@ def with_authlib(args: argparse.Namespace) -> str:
 
     if args.method == "private_key_jwt":
         from authlib.oauth2.rfc7523 import PrivateKeyJWT
+        from joserfc.jwk import ECKey  # authlib's JOSE library; a PEM alone is read as RSA
 
         with open(args.key, "rb") as f:
-            private_key = f.read()
+            private_key = ECKey.import_key(f.read())
         session = OAuth2Session(
             args.client_id,
             private_key,
