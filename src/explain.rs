@@ -117,7 +117,7 @@ pub async fn explain(
     {
         let issuer = crate::issuer::Issuer::build(std::sync::Arc::clone(own), |_, settings| {
             let url = settings.jwks_url.clone().unwrap_or_default();
-            let jwks = Jwks::new(settings, url, metrics.jwks("explain"))?;
+            let jwks = Jwks::new(settings, url, crate::metrics::JwksMetrics::unexported())?;
             Ok(crate::auth::verify::Verifier::new(
                 settings,
                 std::sync::Arc::new(jwks),

@@ -154,7 +154,11 @@ fn mint(path: Option<&std::path::Path>, client: &str, ttl: &str) -> anyhow::Resu
     let metrics = std::sync::Arc::new(scimgate::metrics::Metrics::new()?);
     let issuer = scimgate::issuer::Issuer::build(issuer_config, |_, settings| {
         let url = settings.jwks_url.clone().unwrap_or_default();
-        let jwks = scimgate::auth::jwks::Jwks::new(settings, url, metrics.jwks("mint"))?;
+        let jwks = scimgate::auth::jwks::Jwks::new(
+            settings,
+            url,
+            scimgate::metrics::JwksMetrics::unexported(),
+        )?;
         Ok(scimgate::auth::verify::Verifier::new(
             settings,
             std::sync::Arc::new(jwks),

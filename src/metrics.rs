@@ -512,6 +512,19 @@ impl Metrics {
 // === impl JwksMetrics ===
 
 impl JwksMetrics {
+    /// Series that are never exported: for key caches that are no tenant's (the issuer's
+    /// assertion issuers, `explain`, `token mint`), whose failures show in their own outcomes
+    /// (`scimgate_token_requests_total{outcome="unavailable"}`) rather than under a tenant label.
+    pub fn unexported() -> Self {
+        // Constant, valid names: creating them cannot fail.
+        let counter = || IntCounter::new("scimgate_unexported", "-").expect("valid metric name");
+        Self {
+            fetches: PerJwksResult::new(|_| counter()),
+            keys: IntGauge::new("scimgate_unexported", "-").expect("valid metric name"),
+            last_success: Gauge::new("scimgate_unexported", "-").expect("valid metric name"),
+        }
+    }
+
     /// One fetch (or revalidation) and how it ended.
     pub fn fetch(&self, result: JwksResult) {
         self.fetches.get(result).inc();

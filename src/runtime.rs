@@ -83,10 +83,13 @@ impl Runtime {
         let mut assertion_jwks = Vec::new();
         let issuer = match &config.issuer {
             Some(issuer_config) => {
-                let built = Issuer::build(Arc::clone(issuer_config), |client, settings| {
+                let built = Issuer::build(Arc::clone(issuer_config), |_, settings| {
                     let url = settings.jwks_url.clone().unwrap_or_default();
-                    let label = format!("issuer:{}", client.client_id);
-                    let jwks = Arc::new(Jwks::new(settings, url, metrics.jwks(&label))?);
+                    let jwks = Arc::new(Jwks::new(
+                        settings,
+                        url,
+                        crate::metrics::JwksMetrics::unexported(),
+                    )?);
                     assertion_jwks.push(Arc::clone(&jwks));
                     Ok(Verifier::new(settings, jwks, Arc::clone(metrics)))
                 })?;
