@@ -100,10 +100,12 @@ impl Proxy {
         if let Some(issuer) = &runtime.issuer
             && let Some(endpoint) = crate::issuer::serve::endpoint(issuer, req.uri().path())
         {
+            // Boxed: inline, the token endpoint's future would enlarge every request's future,
+            // whose space hyper holds for every open connection.
             let peer = conn.peer.ip();
-            let mut response =
-                crate::issuer::serve::serve(issuer, endpoint, req, peer, deadline, &self.metrics)
-                    .await;
+            let serve =
+                crate::issuer::serve::serve(issuer, endpoint, req, peer, deadline, &self.metrics);
+            let mut response = Box::pin(serve).await;
             response
                 .headers_mut()
                 .insert(headers::REQUEST_ID, request_id);
