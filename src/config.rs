@@ -487,6 +487,14 @@ impl Config {
     }
 }
 
+impl JwtConfig {
+    /// Whether `[jwt]` names an external issuer. Without one (both `jwks_url` and `issuer`
+    /// unset, allowed only with `[issuer]`), the tenant trusts scimgate's own tokens alone.
+    pub fn is_external(&self) -> bool {
+        self.jwks_url.is_some() || self.issuer.is_some()
+    }
+}
+
 impl Tenant {
     fn summary(&self, out: &mut String) {
         out.push_str(&format!(
@@ -496,10 +504,11 @@ impl Tenant {
                 .to_string()
                 .replace("scimgate-account-placeholder", "{account}")
         ));
-        let jwks = self.jwt.jwks_url.as_ref().map_or_else(
-            || "(discovered from the issuer)".to_owned(),
-            ToString::to_string,
-        );
+        let jwks = match &self.jwt.jwks_url {
+            Some(url) => url.to_string(),
+            None if self.jwt.is_external() => "(discovered from the issuer)".to_owned(),
+            None => "(none: scimgate's own issuer only)".to_owned(),
+        };
         out.push_str(&format!("jwks_url     {jwks}\n"));
         let issuer = self.jwt.issuer.as_deref().unwrap_or("(not checked)");
         out.push_str(&format!("issuer       {issuer}\n"));

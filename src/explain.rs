@@ -152,6 +152,13 @@ pub async fn explain(
         .iter()
         .find(|j| j.issuer.is_some() && j.issuer == iss)
         .unwrap_or(&tenant.jwt);
+    if !jwt.is_external() {
+        x.fail(
+            "issuer",
+            "the token's iss is not scimgate's issuer, the tenant's only one",
+        );
+        return Ok(x);
+    }
     let url = crate::auth::discovery::jwks_url(jwt).await?;
     let jwks = Jwks::new(jwt, url, metrics.jwks(&tenant.name))?;
     // A JWKS that cannot be fetched is not a verdict on the token: exit 2, not "deny".

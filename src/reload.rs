@@ -124,7 +124,7 @@ impl Reloader {
         .await??;
         let in_force = current.fetched_key_sets();
         for tenant in &runtime.tenants {
-            for jwks in std::iter::once(&tenant.jwks).chain(&tenant.extra_jwks) {
+            for jwks in tenant.jwks.iter().chain(&tenant.extra_jwks) {
                 if !in_force.iter().any(|old| Arc::ptr_eq(old, jwks)) {
                     // A new key source must work before it replaces the old one.
                     jwks.refresh().await?;

@@ -46,7 +46,8 @@ pub enum BuildError {
 
 /// What one tenant needs at request time.
 pub(crate) struct TenantRuntime {
-    pub jwks: Arc<Jwks>,
+    /// `[jwt]`'s key cache; `None` when the tenant trusts scimgate's own issuer alone.
+    pub jwks: Option<Arc<Jwks>>,
     /// `[[jwt.extra_issuers]]`' key caches, parallel to `Tenant::extra_issuers`.
     pub extra_jwks: Vec<Arc<Jwks>>,
     /// The verifier of each issuer the tenant trusts; each owns its validated-token cache, so
@@ -104,19 +105,29 @@ impl Runtime {
         let mut tenants = Vec::with_capacity(config.tenants.len());
         for (tenant, urls) in config.tenants.iter().zip(jwks_urls) {
             let mut urls = urls.into_iter();
-            let url = urls.next().unwrap_or_default();
             let old = previous.and_then(|p| p.find(&tenant.name));
             let jwt_ca = read_ca(tenant.jwt.ca_file.as_deref());
             let upstream_ca = read_ca(tenant.upstream.ca_file.as_deref());
-            let jwks = match old {
-                Some((old, old_runtime))
-                    if old_runtime.jwks.url() == &url
-                        && same_key_source(&old.jwt, &tenant.jwt)
-                        && old_runtime.jwt_ca == jwt_ca =>
+            let jwks = match (tenant.jwt.is_external(), old) {
+                (false, _) => None,
+                (true, Some((old, old_runtime)))
+                    if old_runtime.jwks.as_ref().is_some_and(|j| {
+                        Some(j.url()) == urls.as_slice().first()
+                            && same_key_source(&old.jwt, &tenant.jwt)
+                            && old_runtime.jwt_ca == jwt_ca
+                    }) =>
                 {
-                    Arc::clone(&old_runtime.jwks)
+                    urls.next();
+                    old_runtime.jwks.clone()
                 }
-                _ => Arc::new(Jwks::new(&tenant.jwt, url, metrics.jwks(&tenant.name))?),
+                (true, _) => {
+                    let url = urls.next().unwrap_or_default();
+                    Some(Arc::new(Jwks::new(
+                        &tenant.jwt,
+                        url,
+                        metrics.jwks(&tenant.name),
+                    )?))
+                }
             };
             let upstream = match old {
                 Some((old, old_runtime))
@@ -127,10 +138,14 @@ impl Runtime {
                 }
                 _ => Arc::new(Upstream::new(&tenant.upstream)?),
             };
-            let mut external = vec![(
-                tenant.jwt.issuer.clone(),
-                Verifier::new(&tenant.jwt, Arc::clone(&jwks), Arc::clone(metrics)),
-            )];
+            let mut external: Vec<(Option<String>, Verifier)> = jwks
+                .iter()
+                .map(|jwks| {
+                    let verifier =
+                        Verifier::new(&tenant.jwt, Arc::clone(jwks), Arc::clone(metrics));
+                    (tenant.jwt.issuer.clone(), verifier)
+                })
+                .collect();
             let mut extra_jwks = Vec::with_capacity(tenant.extra_issuers.len());
             for (extra, url) in tenant.extra_issuers.iter().zip(urls.by_ref()) {
                 let reused = old.and_then(|(old, old_runtime)| {
@@ -215,7 +230,7 @@ impl Runtime {
     pub(crate) fn is_ready(&self) -> bool {
         self.tenants
             .iter()
-            .all(|t| t.jwks.is_ready() && t.extra_jwks.iter().all(|j| j.is_ready()))
+            .all(|t| t.jwks.iter().chain(&t.extra_jwks).all(|j| j.is_ready()))
     }
 
     /// Every key cache refreshed in the background: the tenants' and the assertion issuers'.
@@ -223,7 +238,7 @@ impl Runtime {
         let tenants = self
             .tenants
             .iter()
-            .flat_map(|t| std::iter::once(&t.jwks).chain(&t.extra_jwks));
+            .flat_map(|t| t.jwks.iter().chain(&t.extra_jwks));
         tenants.chain(&self.assertion_jwks).cloned().collect()
     }
 
@@ -251,7 +266,10 @@ impl TenantRuntime {
 pub(crate) async fn jwks_urls(config: &Config) -> Result<Vec<Vec<http::Uri>>, DiscoveryError> {
     let mut urls = Vec::with_capacity(config.tenants.len());
     for tenant in &config.tenants {
-        let mut tenant_urls = vec![discovery::jwks_url(&tenant.jwt).await?];
+        let mut tenant_urls = Vec::new();
+        if tenant.jwt.is_external() {
+            tenant_urls.push(discovery::jwks_url(&tenant.jwt).await?);
+        }
         for extra in &tenant.extra_issuers {
             tenant_urls.push(discovery::jwks_url(extra).await?);
         }

@@ -43,6 +43,8 @@ pub(super) struct Checker {
     pub(super) secrets: Secrets,
     /// Prepended to every key path (`tenants[1].`) while a tenant is checked.
     pub(super) prefix: String,
+    /// The config has `[issuer]`: a tenant may then trust scimgate's own tokens alone.
+    pub(super) own_issuer: bool,
 }
 
 impl Checker {
@@ -109,6 +111,7 @@ pub(super) fn validate(raw: RawConfig, secrets: Secrets) -> Result<Config, Confi
         warnings: Vec::new(),
         secrets,
         prefix: String::new(),
+        own_issuer: raw.issuer.is_some(),
     };
     let server = server(&mut c, &raw.server);
     let admin = admin(&mut c, &raw.admin, &server);
@@ -521,6 +524,9 @@ pub fn is_loopback(host: &str) -> bool {
 }
 
 fn jwt(c: &mut Checker, raw: &RawJwt) -> Option<JwtConfig> {
+    // With `[issuer]`, a `[jwt]` naming no issuer and no keys means the tenant trusts scimgate's
+    // own tokens alone (`JwtConfig::is_external` is false): nothing to warn about.
+    let own_only = c.own_issuer && raw.jwks_url.is_none() && raw.issuer.is_none();
     let leeway = c.duration("jwt.leeway", &raw.leeway);
     if leeway > MAX_LEEWAY {
         c.problem(
@@ -542,12 +548,16 @@ fn jwt(c: &mut Checker, raw: &RawJwt) -> Option<JwtConfig> {
             None
         }
         Some(iss) => Some(iss.to_owned()),
+        None if own_only => None,
         None => {
             c.warn("jwt.issuer is not set: tokens from any issuer whose keys are in the JWKS pass");
             None
         }
     };
-    let audience = audience(c, raw.audience.clone());
+    let audience = match raw.audience.clone() {
+        None if own_only => Vec::new(),
+        given => audience(c, given),
+    };
     let algorithms = algorithms(c, &raw.algorithms);
     let max_lifetime = c.positive_duration("jwt.max_lifetime", &raw.max_lifetime);
     let refetch_cooldown = c.duration("jwt.refetch_cooldown", &raw.refetch_cooldown);
@@ -578,10 +588,11 @@ fn jwt(c: &mut Checker, raw: &RawJwt) -> Option<JwtConfig> {
             secure_url(c, "jwt.issuer", iss)?;
             None
         }
+        (None, None) if own_only => None,
         (None, None) => {
             c.problem(
                 "jwt.jwks_url",
-                "required unless jwt.issuer is set (then it is discovered)",
+                "required unless jwt.issuer is set (then it is discovered), or [issuer] is the tenant's only issuer",
             );
             return None;
         }

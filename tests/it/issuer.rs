@@ -557,6 +557,44 @@ async fn a_minted_token_works_as_okta_sends_it_until_not_before_passes_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_with_only_its_own_issuer_needs_no_external_one() {
+    let setup = Setup::new();
+    let upstream = crate::support::Upstream::start().await;
+    let entra = JwksServer::start(mint::jwks(&[rsa_key()])).await;
+    // No jwks_url, issuer or audience under [jwt]: scimgate's own tokens are the only ones.
+    let cfg = crate::support::GatewayConfig::new(&upstream.url(), "http://127.0.0.1:1/unused")
+        .unset("jwt", "jwks_url")
+        .unset("jwt", "issuer")
+        .unset("jwt", "audience")
+        .extra(&setup.issuer_toml(&[&setup.current], &entra.url(), None));
+    let gw = Gateway::start(cfg).await;
+    let token = mint_cli(&gw.config_path, "okta", "30d");
+    assert_eq!(gw.get("/Users", Some(&token)).await.status, 200);
+    // Any other issuer's token, even one a configured [jwt] would have taken: 401.
+    let external = Token::new().sign(ec_key());
+    let r = gw.get("/Users", Some(&external)).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(upstream.hits(), 1);
+    let out = run_check_file(&gw.config_path, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("scimgate's own issuer only"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("client okta: token mint only"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("jwt.issuer is not set"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn key_rotation_keeps_old_tokens_until_the_old_key_goes() {
     let setup = Setup::new();
     let (gw, _upstream, entra, _) = start(&setup).await;
