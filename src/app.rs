@@ -33,6 +33,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
+    #[error(transparent)]
+    Build(#[from] crate::runtime::BuildError),
 }
 
 /// A built gateway, ready to bind and run.

@@ -7,6 +7,7 @@ pub mod bearer;
 pub mod cache;
 pub mod discovery;
 pub mod fetch;
+pub mod issuers;
 pub mod jwks;
 pub mod policy;
 pub mod verify;
@@ -65,6 +66,10 @@ pub enum TokenRejection {
     WrongIssuer,
     #[error("wrong audience")]
     WrongAudience,
+    /// Signed by scimgate's own issuer, but no longer honoured (`Issuer::admit`: its client's
+    /// `not_before` moved past it, the client was removed, or it names another tenant).
+    #[error("revoked by the issuer")]
+    Revoked,
 }
 
 impl AuthError {
@@ -86,6 +91,7 @@ impl AuthError {
             Self::InvalidToken(TokenRejection::LifetimeTooLong) => DenyReason::LifetimeTooLong,
             Self::InvalidToken(TokenRejection::WrongIssuer) => DenyReason::WrongIssuer,
             Self::InvalidToken(TokenRejection::WrongAudience) => DenyReason::WrongAudience,
+            Self::InvalidToken(TokenRejection::Revoked) => DenyReason::Revoked,
             Self::NoMatchingRule => DenyReason::NoRule,
             Self::OperationDenied => DenyReason::OperationDenied,
             Self::KeysUnavailable => DenyReason::JwksUnavailable,

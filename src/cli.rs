@@ -51,6 +51,26 @@ pub enum Command {
         /// The token, or "-" (or nothing) to read it from standard input.
         token: Option<String>,
     },
+    /// scimgate's own issuer (`[issuer]`).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Start a loopback-only demo: token issuer, echo upstream and gateway; prints curl lines.
     Demo,
+}
+
+/// `scimgate token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print one signed access token for a configured `[[issuer.clients]]` entry, for clients
+    /// that can only store a static value (Okta's Bearer field). Only the token goes to stdout.
+    Mint {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The client's `client_id`.
+        #[arg(long)]
+        client: String,
+        /// How long the token lives, e.g. "90d" (at most issuer.max_minted_lifetime).
+        #[arg(long, default_value = "90d")]
+        ttl: String,
+    },
 }

@@ -35,6 +35,8 @@ pub struct Config {
     /// At least one. Without `[[tenants]]`, the top-level sections form one tenant that owns
     /// every path.
     pub tenants: Vec<Tenant>,
+    /// `[issuer]`: scimgate's own token issuer, when configured.
+    pub issuer: Option<Arc<crate::issuer::IssuerConfig>>,
     /// Things that are allowed but deserve an operator's attention, logged at startup.
     pub warnings: Vec<String>,
 }
@@ -46,6 +48,9 @@ pub struct Tenant {
     pub prefix: PathPrefix,
     pub upstream: UpstreamConfig,
     pub jwt: JwtConfig,
+    /// `[[jwt.extra_issuers]]`: `jwt` with another `issuer`, `jwks_url` and `audience` each. A
+    /// token's `iss` picks the one that verifies it; each has its own keys.
+    pub extra_issuers: Vec<JwtConfig>,
     /// Ordered: the first matching rule wins.
     pub rules: Vec<Rule>,
     pub service_accounts: Vec<Arc<ServiceAccount>>,
@@ -424,7 +429,7 @@ impl Config {
         let value = figment::value::Value::from(dict);
         let mut unknown = Vec::new();
         let raw: RawConfig =
-            serde_ignored::deserialize(&value, |path| unknown.push(path.to_string()))
+            serde_ignored::deserialize(&value, |path| unknown.push(key_path(&path.to_string())))
                 .map_err(figment_problems)?;
         let mut problems: Vec<Problem> = unknown
             .into_iter()
@@ -472,10 +477,21 @@ impl Config {
             }
             tenant.summary(&mut out);
         }
+        if let Some(issuer) = &self.issuer {
+            issuer.summary(&mut out);
+        }
         for w in &self.warnings {
             out.push_str(&format!("warning: {w}\n"));
         }
         out
+    }
+}
+
+impl JwtConfig {
+    /// Whether `[jwt]` names an external issuer. Without one (both `jwks_url` and `issuer`
+    /// unset, allowed only with `[issuer]`), the tenant trusts scimgate's own tokens alone.
+    pub fn is_external(&self) -> bool {
+        self.jwks_url.is_some() || self.issuer.is_some()
     }
 }
 
@@ -488,13 +504,24 @@ impl Tenant {
                 .to_string()
                 .replace("scimgate-account-placeholder", "{account}")
         ));
-        let jwks = self.jwt.jwks_url.as_ref().map_or_else(
-            || "(discovered from the issuer)".to_owned(),
-            ToString::to_string,
-        );
+        let jwks = match &self.jwt.jwks_url {
+            Some(url) => url.to_string(),
+            None if self.jwt.is_external() => "(discovered from the issuer)".to_owned(),
+            None => "(none: scimgate's own issuer only)".to_owned(),
+        };
         out.push_str(&format!("jwks_url     {jwks}\n"));
         let issuer = self.jwt.issuer.as_deref().unwrap_or("(not checked)");
         out.push_str(&format!("issuer       {issuer}\n"));
+        for extra in &self.extra_issuers {
+            let jwks = extra
+                .jwks_url
+                .as_ref()
+                .map_or_else(|| "keys discovered".to_owned(), |u| format!("keys {u}"));
+            out.push_str(&format!(
+                "issuer       {} ({jwks})\n",
+                extra.issuer.as_deref().unwrap_or("-")
+            ));
+        }
         let audience = if self.jwt.audience.is_empty() {
             "(not checked)".to_owned()
         } else {
@@ -550,6 +577,25 @@ impl Tenant {
             ));
         }
     }
+}
+
+/// serde_ignored's `rules.0.x` written as every other problem's key path: `rules[0].x`.
+fn key_path(dotted: &str) -> String {
+    let mut out = String::with_capacity(dotted.len() + 2);
+    // `?` is how serde_ignored shows an `Option`'s inside: not a key.
+    for segment in dotted.split('.').filter(|s| *s != "?") {
+        if !out.is_empty() && !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            out.push('[');
+            out.push_str(segment);
+            out.push(']');
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(segment);
+        }
+    }
+    out
 }
 
 /// figment reports type errors one at a time, with the key path in `path`.

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use crate::auth::jwks::{Jwks, KeySet};
 use crate::auth::verify::{ClaimChecks, inspect_header, now};
 use crate::auth::{AuthError, bearer, policy};
-use crate::config::{Config, Rule, Tenant};
+use crate::config::{Config, JwtConfig, Rule, Tenant};
 use crate::metrics::Metrics;
 use crate::scim::{self, Classified, Operation};
 
@@ -37,6 +37,8 @@ pub enum ExplainError {
     Discovery(#[from] crate::auth::discovery::DiscoveryError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Issuer(#[from] crate::issuer::IssuerError),
     #[error("cannot load the JWKS from {url}: {source}")]
     Jwks {
         url: http::Uri,
@@ -106,16 +108,81 @@ pub async fn explain(
     let config = Config::load(path)?;
     let (tenant, judged, request) = route(&config, question)?;
     let metrics = std::sync::Arc::new(Metrics::new()?);
-    let url = crate::auth::discovery::jwks_url(&tenant.jwt).await?;
-    let jwks = Jwks::new(&tenant.jwt, url, metrics.jwks(&tenant.name))?;
     let mut x = Explanation::new(token, judged);
+    // The token's `iss`, unverified, picks the issuer whose keys and checks apply, as in the
+    // proxy (`auth::issuers`).
+    let iss = crate::auth::issuers::unverified_iss(token);
+    if let Some(own) = &config.issuer
+        && iss.as_deref() == Some(own.url.as_str())
+    {
+        let issuer = crate::issuer::Issuer::build(std::sync::Arc::clone(own), |_, settings| {
+            let url = settings.jwks_url.clone().unwrap_or_default();
+            let jwks = Jwks::new(settings, url, crate::metrics::JwksMetrics::unexported())?;
+            Ok(crate::auth::verify::Verifier::new(
+                settings,
+                std::sync::Arc::new(jwks),
+                std::sync::Arc::clone(&metrics),
+            ))
+        })?;
+        let named =
+            (own.tenancy == crate::issuer::config::TenancyKind::Named).then(|| tenant.name.clone());
+        let settings = own.local_jwt(named.as_deref());
+        let url = settings.jwks_url.clone().unwrap_or_default();
+        let jwks = Jwks::fixed(
+            &settings,
+            url.clone(),
+            issuer.jwks_json().as_bytes(),
+            metrics.jwks(&tenant.name),
+        )
+        .map_err(|source| ExplainError::Jwks { url, source })?;
+        let keys = jwks
+            .current()
+            .ok_or_else(|| refused!("the issuer has no keys"))?;
+        let judge = Judge {
+            jwt: &settings,
+            jwks: &jwks,
+            keys: &keys,
+            issuer: Some((&issuer, named.as_deref())),
+        };
+        let _ = trace(tenant, &request, &judge, token, &mut x);
+        return Ok(x);
+    }
+    let jwt = tenant
+        .extra_issuers
+        .iter()
+        .find(|j| j.issuer.is_some() && j.issuer == iss)
+        .unwrap_or(&tenant.jwt);
+    if !jwt.is_external() {
+        x.fail(
+            "issuer",
+            "the token's iss is not scimgate's issuer, the tenant's only one",
+        );
+        return Ok(x);
+    }
+    let url = crate::auth::discovery::jwks_url(jwt).await?;
+    let jwks = Jwks::new(jwt, url, metrics.jwks(&tenant.name))?;
     // A JWKS that cannot be fetched is not a verdict on the token: exit 2, not "deny".
     let keys = jwks.refresh().await.map_err(|source| ExplainError::Jwks {
         url: jwks.url().clone(),
         source,
     })?;
-    let _ = trace(tenant, &request, &jwks, &keys, token, &mut x);
+    let judge = Judge {
+        jwt,
+        jwks: &jwks,
+        keys: &keys,
+        issuer: None,
+    };
+    let _ = trace(tenant, &request, &judge, token, &mut x);
     Ok(x)
+}
+
+/// The issuer a token is judged under: its settings and keys, and for scimgate's own tokens
+/// the issuer (with the tenant name its `admit` wants).
+struct Judge<'j> {
+    jwt: &'j JwtConfig,
+    jwks: &'j Jwks,
+    keys: &'j KeySet,
+    issuer: Option<(&'j crate::issuer::Issuer, Option<&'j str>)>,
 }
 
 /// The tenant and the classified request, as the proxy would find them: the first tenant whose
@@ -200,11 +267,11 @@ fn route<'c>(
 fn trace(
     config: &Tenant,
     request: &Classified,
-    jwks: &Jwks,
-    keys: &KeySet,
+    judge: &Judge<'_>,
     token: &str,
     x: &mut Explanation,
 ) -> Result<(), ()> {
+    let (jwks, keys) = (judge.jwks, judge.keys);
     let mut headers = HeaderMap::new();
     let value = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|_| x.fail("bearer token", "not a valid header value"))?;
@@ -215,7 +282,7 @@ fn trace(
         format!("{} bytes, b64token syntax", token.len()),
     );
 
-    let checks = ClaimChecks::new(&config.jwt);
+    let checks = ClaimChecks::new(judge.jwt);
     let header = inspect_header(token, checks.allowed())
         .map_err(|e| x.fail("JOSE header", &e.to_string()))?;
     let kid = header.kid.as_deref().unwrap_or("(none)");
@@ -251,7 +318,17 @@ fn trace(
     let claims = checks
         .verify(token, header.alg, &candidates, now())
         .map_err(|e| x.fail("signature and claims", &e.to_string()))?;
-    x.pass("signature and claims", describe_claim_checks(config));
+    x.pass("signature and claims", describe_claim_checks(judge.jwt));
+    if let Some((issuer, tenant)) = judge.issuer {
+        let detail = own_token(issuer.config(), &claims);
+        match issuer.admit(&claims, tenant) {
+            Ok(()) => x.pass("scimgate issuer", detail),
+            Err(revoked) => {
+                x.fail("scimgate issuer", &format!("{detail}; refused: {revoked}"));
+                return Err(());
+            }
+        }
+    }
 
     decide(config, request, &claims, x)
 }
@@ -345,12 +422,41 @@ fn operator(rule: &Rule) -> &'static str {
     }
 }
 
-fn describe_claim_checks(config: &Tenant) -> String {
+/// A token scimgate issued: its client, when it was issued and until when, and the client's
+/// `not_before` (tokens issued before it are refused).
+fn own_token(config: &crate::issuer::IssuerConfig, claims: &Map<String, Value>) -> String {
+    let time = |name: &str| {
+        claims
+            .get(name)
+            .and_then(Value::as_u64)
+            .map_or_else(|| "-".to_owned(), rfc3339)
+    };
+    let client = claims
+        .get("client_id")
+        .and_then(Value::as_str)
+        .unwrap_or("-");
+    let not_before = config
+        .client(client)
+        .and_then(|c| c.not_before)
+        .map_or_else(|| "not set".to_owned(), rfc3339);
+    format!(
+        "client {client}, issued {}, expires {}; client not_before {not_before}",
+        time("iat"),
+        time("exp")
+    )
+}
+
+fn rfc3339(secs: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+fn describe_claim_checks(jwt: &JwtConfig) -> String {
     let mut done = vec!["signature", "exp", "nbf", "iat", "max lifetime"];
-    if config.jwt.issuer.is_some() {
+    if jwt.issuer.is_some() {
         done.push("iss");
     }
-    if !config.jwt.audience.is_empty() {
+    if !jwt.audience.is_empty() {
         done.push("aud");
     }
     format!("passed: {}", done.join(", "))

@@ -16,6 +16,7 @@ pub mod endpoint;
 mod form;
 pub mod keys;
 mod limit;
+pub(crate) mod serve;
 pub mod token;
 
 #[cfg(test)]
@@ -45,8 +46,10 @@ pub struct Issuer {
     keys: SigningKeys,
     /// Parallel to `config.clients`: the assertion verifier of each assertion client.
     verifiers: Vec<Option<Verifier>>,
-    limiter: FailureLimiter,
-    replay: ReplayMemory,
+    /// Shared with the next generation when its limits are the same (`carry_over`).
+    limiter: Arc<FailureLimiter>,
+    /// Always shared with the next generation: a reload must not make a used `jti` new again.
+    replay: Arc<ReplayMemory>,
     metadata: String,
 }
 
@@ -115,20 +118,35 @@ impl Issuer {
                 config::ClientAuth::Secret(_) | config::ClientAuth::MintOnly => None,
             });
         }
-        let limiter = FailureLimiter::new(
+        let limiter = Arc::new(FailureLimiter::new(
             config.failure_window.as_secs(),
             config.max_failures_per_client,
             config.max_failures_per_peer,
-        );
+        ));
         let metadata = metadata(&config).to_string();
         Ok(Self {
             config,
             keys,
             verifiers,
             limiter,
-            replay: ReplayMemory::default(),
+            replay: Arc::new(ReplayMemory::default()),
             metadata,
         })
+    }
+
+    /// Keeps what `previous` (the generation a reload replaces) remembers: the assertions'
+    /// `jti`s always, so a reload never lets an assertion be used twice, and the failure
+    /// counts when the limits did not change, so a reload does not reset an attacker's budget.
+    pub fn carry_over(mut self, previous: &Issuer) -> Self {
+        self.replay = Arc::clone(&previous.replay);
+        let (new, old) = (&self.config, &previous.config);
+        if new.failure_window == old.failure_window
+            && new.max_failures_per_client == old.max_failures_per_client
+            && new.max_failures_per_peer == old.max_failures_per_peer
+        {
+            self.limiter = Arc::clone(&previous.limiter);
+        }
+        self
     }
 
     pub fn config(&self) -> &IssuerConfig {

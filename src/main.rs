@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use scimgate::app::App;
-use scimgate::cli::{Cli, Command};
+use scimgate::cli::{Cli, Command, TokenCommand};
 use scimgate::config::{Config, Secrets};
 use tokio::sync::watch;
 
@@ -37,6 +37,11 @@ fn main() -> ExitCode {
             };
             return explain(config.as_deref(), json, question, token);
         }
+        Command::Token(TokenCommand::Mint {
+            config,
+            client,
+            ttl,
+        }) => mint(config.as_deref(), &client, &ttl),
         Command::Demo => runtime().and_then(|rt| {
             rt.block_on(scimgate::demo::run())
                 .map_err(anyhow::Error::from)
@@ -136,6 +141,33 @@ fn explain(
             ExitCode::from(2)
         }
     }
+}
+
+/// `token mint`: one token on stdout, nothing else (it is pasted or piped somewhere).
+fn mint(path: Option<&std::path::Path>, client: &str, ttl: &str) -> anyhow::Result<()> {
+    let ttl = humantime::parse_duration(ttl).with_context(|| format!("--ttl {ttl:?}"))?;
+    let config = Config::load(path)?;
+    let issuer_config = config
+        .issuer
+        .context("the config has no [issuer] section")?;
+    // Minting never verifies an assertion: the assertion clients' verifiers are never used.
+    let metrics = std::sync::Arc::new(scimgate::metrics::Metrics::new()?);
+    let issuer = scimgate::issuer::Issuer::build(issuer_config, |_, settings| {
+        let url = settings.jwks_url.clone().unwrap_or_default();
+        let jwks = scimgate::auth::jwks::Jwks::new(
+            settings,
+            url,
+            scimgate::metrics::JwksMetrics::unexported(),
+        )?;
+        Ok(scimgate::auth::verify::Verifier::new(
+            settings,
+            std::sync::Arc::new(jwks),
+            std::sync::Arc::clone(&metrics),
+        ))
+    })?;
+    let minted = issuer.mint(client, ttl, scimgate::auth::verify::now())?;
+    println!("{}", minted.token);
+    Ok(())
 }
 
 fn serve(config: Config, source: Option<std::path::PathBuf>) -> anyhow::Result<()> {

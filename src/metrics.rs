@@ -144,6 +144,8 @@ label_enum! {
         LifetimeTooLong => "lifetime_too_long",
         WrongIssuer => "wrong_issuer",
         WrongAudience => "wrong_audience",
+        /// A token scimgate issued that its issuer no longer honours (`not_before`, removed client).
+        Revoked => "revoked",
         NoRule => "no_rule",
         OperationDenied => "op_denied",
         JwksUnavailable => "jwks_unavailable",
@@ -190,6 +192,9 @@ pub struct Metrics {
     allowed: IntCounter,
     denied: PerDenyReason<IntCounter>,
     reloads: PerReloadResult<IntCounter>,
+    /// `scimgate_token_requests_total{outcome}`, indexed like `TokenOutcome::ALL`.
+    token_requests: Vec<IntCounter>,
+    tokens_issued: IntCounter,
     /// The tenants (and their rules) whose series exist, so `retain` can drop those no longer
     /// configured.
     labelled: Mutex<BTreeMap<String, BTreeSet<String>>>,
@@ -323,6 +328,17 @@ impl Metrics {
             ),
             &["tenant"],
         )?;
+        let token_requests = IntCounterVec::new(
+            Opts::new(
+                "scimgate_token_requests_total",
+                "Requests to the issuer's token endpoint, by outcome.",
+            ),
+            &["outcome"],
+        )?;
+        let tokens_issued = IntCounter::new(
+            "scimgate_tokens_issued_total",
+            "Access tokens the issuer's token endpoint signed.",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("scimgate_build_info", "Build information; always 1."),
             &["version"],
@@ -349,6 +365,8 @@ impl Metrics {
             Box::new(guardrail_trips.clone()),
             Box::new(budget_used.clone()),
             Box::new(budget_limit.clone()),
+            Box::new(token_requests.clone()),
+            Box::new(tokens_issued.clone()),
             Box::new(build_info),
         ] {
             registry.register(collector)?;
@@ -361,6 +379,10 @@ impl Metrics {
         let denied =
             PerDenyReason::new(|r| auth_decisions.with_label_values(&["deny", r.as_str()]));
         let reloads = PerReloadResult::new(|r| config_reloads.with_label_values(&[r.as_str()]));
+        let token_requests = crate::issuer::TokenOutcome::ALL
+            .iter()
+            .map(|o| token_requests.with_label_values(&[o.as_str()]))
+            .collect();
         Ok(Self {
             registry,
             upstream_duration,
@@ -381,6 +403,8 @@ impl Metrics {
             allowed,
             denied,
             reloads,
+            token_requests,
+            tokens_issued,
             labelled: Mutex::new(BTreeMap::new()),
         })
     }
@@ -525,6 +549,19 @@ impl Metrics {
         }
     }
 
+    /// One answer of the issuer's token endpoint.
+    pub fn token_request(&self, outcome: crate::issuer::TokenOutcome) {
+        let index = crate::issuer::TokenOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome);
+        if let Some(counter) = index.and_then(|i| self.token_requests.get(i)) {
+            counter.inc();
+        }
+        if outcome == crate::issuer::TokenOutcome::Issued {
+            self.tokens_issued.inc();
+        }
+    }
+
     /// A token found in the validated-token cache.
     pub fn token_cache_hit(&self) {
         self.token_cache_hits.inc();
@@ -564,6 +601,19 @@ impl GuardrailMetrics {
 // === impl JwksMetrics ===
 
 impl JwksMetrics {
+    /// Series that are never exported: for key caches that are no tenant's (the issuer's
+    /// assertion issuers, `explain`, `token mint`), whose failures show in their own outcomes
+    /// (`scimgate_token_requests_total{outcome="unavailable"}`) rather than under a tenant label.
+    pub fn unexported() -> Self {
+        // Constant, valid names: creating them cannot fail.
+        let counter = || IntCounter::new("scimgate_unexported", "-").expect("valid metric name");
+        Self {
+            fetches: PerJwksResult::new(|_| counter()),
+            keys: IntGauge::new("scimgate_unexported", "-").expect("valid metric name"),
+            last_success: Gauge::new("scimgate_unexported", "-").expect("valid metric name"),
+        }
+    }
+
     /// One fetch (or revalidation) and how it ended.
     pub fn fetch(&self, result: JwksResult) {
         self.fetches.get(result).inc();

@@ -112,6 +112,21 @@ impl Proxy {
         let request_id = headers::request_id(req.headers());
         let mut record = AccessRecord::new(&req, &request_id, conn.peer);
         let deadline = started + runtime.config.server.request_timeout;
+        // scimgate's own issuer answers its endpoints before any SCIM routing.
+        if let Some(issuer) = &runtime.issuer
+            && let Some(endpoint) = crate::issuer::serve::endpoint(issuer, req.uri().path())
+        {
+            // Boxed: inline, the token endpoint's future would enlarge every request's future,
+            // whose space hyper holds for every open connection.
+            let peer = conn.peer.ip();
+            let serve =
+                crate::issuer::serve::serve(issuer, endpoint, req, peer, deadline, &self.metrics);
+            let mut response = Box::pin(serve).await;
+            response
+                .headers_mut()
+                .insert(headers::REQUEST_ID, request_id);
+            return Ok(response);
+        }
         let result = self
             .pipeline(&runtime, req, conn, &request_id, &mut record, deadline)
             .await;
@@ -205,8 +220,8 @@ impl<'a> Exchange<'a> {
     /// The verify step: the bearer token, verified or found in the validated-token cache.
     async fn verify(&mut self, headers: &HeaderMap) -> Result<VerifiedToken, ProxyError> {
         let token = bearer::bearer_token(headers)?;
-        let verifier = &self.tenant_runtime.verifier;
-        let verified = timeout_at(self.deadline, verifier.verify(token))
+        let auth = &self.tenant_runtime.auth;
+        let verified = timeout_at(self.deadline, auth.verify(token))
             .await
             .map_err(|_| ProxyError::RequestTimeout)??;
         self.record.identify(&verified);

@@ -1,7 +1,7 @@
 //! Reloading: [`Reloader`] re-reads the config and swaps in a new generation, or changes
 //! nothing; [`Reloader::watch`] triggers it on SIGHUP and when the bytes of the config file or
-//! of any file it names (API keys, TLS certificate and key, `jwt.ca_file`, `upstream.ca_file`)
-//! change.
+//! of any file it names (API keys, TLS certificate and key, `jwt.ca_file`, `upstream.ca_file`,
+//! the issuer's signing keys) change.
 //!
 //! Change detection reads the files' contents every `POLL_INTERVAL` rather than using inotify:
 //! Kubernetes updates ConfigMap and Secret volumes by swapping a `..data` symlink, which a file
@@ -35,6 +35,8 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Build(#[from] crate::runtime::BuildError),
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
     #[error("the new JWKS could not be loaded: {0}")]
@@ -120,14 +122,13 @@ impl Reloader {
             Runtime::build(config, jwks_urls, Some(&previous), &metrics)
         })
         .await??;
+        let in_force = current.fetched_key_sets();
         for tenant in &runtime.tenants {
-            if !current
-                .tenants
-                .iter()
-                .any(|old| Arc::ptr_eq(&old.jwks, &tenant.jwks))
-            {
-                // A new key source must work before it replaces the old one.
-                tenant.jwks.refresh().await?;
+            for jwks in tenant.jwks.iter().chain(&tenant.extra_jwks) {
+                if !in_force.iter().any(|old| Arc::ptr_eq(old, jwks)) {
+                    // A new key source must work before it replaces the old one.
+                    jwks.refresh().await?;
+                }
             }
         }
         // Nothing below can fail.
@@ -142,13 +143,7 @@ impl Reloader {
 
     /// Keeps exactly one background refresh task per JWKS cache in use, stopping the others.
     pub(crate) fn ensure_refreshers(&self) {
-        let wanted: Vec<Arc<Jwks>> = self
-            .proxy
-            .runtime()
-            .tenants
-            .iter()
-            .map(|t| Arc::clone(&t.jwks))
-            .collect();
+        let wanted: Vec<Arc<Jwks>> = self.proxy.runtime().fetched_key_sets();
         let Ok(mut running) = self.refreshers.lock() else {
             return;
         };
@@ -231,6 +226,9 @@ pub(crate) fn watched_files(source: Option<&Path>, config: &Config) -> Vec<PathB
     if let Some(tls) = &config.server.tls {
         files.push(tls.cert.clone());
         files.push(tls.key.clone());
+    }
+    if let Some(issuer) = &config.issuer {
+        files.extend(issuer.signing_keys.iter().map(|k| k.path.clone()));
     }
     files
 }

@@ -59,7 +59,8 @@ pub struct KeySet {
 /// The key cache shared by all requests of a config generation.
 pub struct Jwks {
     url: Uri,
-    client: IdpClient,
+    /// `None`: keys given at construction (scimgate's own issuer), never fetched nor stale.
+    client: Option<IdpClient>,
     allowed: Vec<Algorithm>,
     refresh_interval: Duration,
     min_refresh_interval: Duration,
@@ -120,7 +121,7 @@ impl Jwks {
     pub fn new(config: &JwtConfig, url: Uri, metrics: JwksMetrics) -> Result<Self, TlsError> {
         Ok(Self {
             url,
-            client: fetch::client(config.ca_file.as_deref())?,
+            client: Some(fetch::client(config.ca_file.as_deref())?),
             allowed: config.algorithms.clone(),
             refresh_interval: config.refresh_interval,
             min_refresh_interval: config.min_refresh_interval,
@@ -128,6 +129,51 @@ impl Jwks {
             max_stale: config.max_stale,
             current: ArcSwapOption::empty(),
             generation: AtomicU64::new(0),
+            refetch_gate: tokio::sync::Mutex::new(None),
+            metrics,
+            live: AtomicBool::new(false),
+        })
+    }
+
+    /// A cache of fixed keys: `keys_json` (scimgate's own issuer's JWK Set) parsed by the same
+    /// parser as a fetched set. Never fetched and never stale: refreshes and unknown-kid
+    /// refetches leave it as it is, and `run` returns at once. `url` is where the set is
+    /// published, for messages.
+    pub fn fixed(
+        config: &JwtConfig,
+        url: Uri,
+        keys_json: &[u8],
+        metrics: JwksMetrics,
+    ) -> Result<Self, FetchError> {
+        let (keys, dropped) = parse_jwks(keys_json, &config.algorithms)?;
+        if keys.is_empty() || !dropped.is_empty() {
+            return Err(FetchError::Invalid(format!(
+                "unusable local keys: {dropped:?}"
+            )));
+        }
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, keys_json).as_ref(),
+        );
+        let set = KeySet {
+            keys: Arc::new(keys),
+            generation: 1,
+            fetched_at: Instant::now(),
+            confirmed: SystemTime::now(),
+            etag: None,
+            max_age: None,
+            digest,
+        };
+        Ok(Self {
+            url,
+            client: None,
+            allowed: config.algorithms.clone(),
+            refresh_interval: config.refresh_interval,
+            min_refresh_interval: config.min_refresh_interval,
+            refetch_cooldown: config.refetch_cooldown,
+            max_stale: config.max_stale,
+            current: ArcSwapOption::from_pointee(set),
+            generation: AtomicU64::new(1),
             refetch_gate: tokio::sync::Mutex::new(None),
             metrics,
             live: AtomicBool::new(false),
@@ -143,7 +189,7 @@ impl Jwks {
     pub fn current(&self) -> Option<Arc<KeySet>> {
         self.current
             .load_full()
-            .filter(|set| set.fetched_at.elapsed() <= self.max_stale)
+            .filter(|set| self.client.is_none() || set.fetched_at.elapsed() <= self.max_stale)
     }
 
     /// Ready to serve: keys loaded and fresh enough.
@@ -153,6 +199,12 @@ impl Jwks {
 
     /// Fetches (or revalidates), parses and installs the key set. On error the previous keys stay.
     pub async fn refresh(&self) -> Result<Arc<KeySet>, FetchError> {
+        if self.client.is_none() {
+            return self
+                .current
+                .load_full()
+                .ok_or_else(|| FetchError::Invalid("no local keys".into()));
+        }
         let result = self.fetch_key_set().await;
         self.metrics.fetch(fetch_result(&result));
         let set = result?;
@@ -180,14 +232,10 @@ impl Jwks {
     async fn fetch_key_set(&self) -> Result<Arc<KeySet>, FetchError> {
         let previous = self.current.load_full();
         let etag = previous.as_ref().and_then(|s| s.etag.clone());
-        let fetched = fetch::get(
-            &self.client,
-            &self.url,
-            ACCEPT,
-            etag.as_ref(),
-            MAX_JWKS_BYTES,
-        )
-        .await?;
+        let Some(client) = &self.client else {
+            return previous.ok_or_else(|| FetchError::Invalid("no local keys".into()));
+        };
+        let fetched = fetch::get(client, &self.url, ACCEPT, etag.as_ref(), MAX_JWKS_BYTES).await?;
         let max_age = fetch::max_age(&fetched.headers);
         let new_etag = fetched.headers.get(http::header::ETAG).cloned();
         let unchanged = |prev: &KeySet, digest: [u8; 32]| KeySet {
@@ -238,6 +286,8 @@ impl Jwks {
     /// limited to one attempt per `refetch_cooldown`. `seen` is the generation the caller
     /// looked at: if a newer set arrived meanwhile, it is returned without fetching.
     pub async fn refetch_after(&self, seen: Option<u64>) -> Option<Arc<KeySet>> {
+        // Fixed keys are all there is: an unknown kid stays unknown.
+        self.client.as_ref()?;
         let mut last_attempt = self.refetch_gate.lock().await;
         if let Some(set) = self.current()
             && Some(set.generation) != seen
@@ -260,6 +310,9 @@ impl Jwks {
     /// Background refresh: immediately, then per `next_refresh`; after a failure, retry with
     /// backoff from 1 s up to the interval so an IdP outage is not hammered.
     pub async fn run(self: Arc<Self>) {
+        if self.client.is_none() {
+            return;
+        }
         let mut backoff = Duration::from_secs(1);
         loop {
             let wait = match self.refresh().await {

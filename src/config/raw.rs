@@ -22,6 +22,8 @@ pub struct RawConfig {
     pub tenants: Vec<RawTenant>,
     /// Every tenant's deprovision budget, unless its own `[tenants.guardrails]` says otherwise.
     pub guardrails: RawGuardrails,
+    /// scimgate's own token issuer (`crate::issuer`).
+    pub issuer: Option<crate::issuer::config::RawIssuer>,
 }
 
 /// `[guardrails]` and `[tenants.guardrails]`: unset keys fall back to the level above.
@@ -116,6 +118,17 @@ pub struct RawJwt {
     pub refetch_cooldown: String,
     pub max_stale: String,
     pub token_cache_size: u64,
+    /// More issuers of this tenant, each with its own keys (Entra's v1 and v2 issuers).
+    pub extra_issuers: Vec<RawExtraIssuer>,
+}
+
+/// One `[[jwt.extra_issuers]]` entry: every other `[jwt]` setting is inherited.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawExtraIssuer {
+    pub issuer: Option<String>,
+    pub jwks_url: Option<String>,
+    pub audience: Option<OneOrMany>,
 }
 
 /// A string or a list of strings (`audience = "x"` and `audience = ["x", "y"]` both work).
@@ -222,6 +235,7 @@ impl Default for RawJwt {
             refetch_cooldown: "30s".into(),
             max_stale: "24h".into(),
             token_cache_size: 10_000,
+            extra_issuers: Vec::new(),
         }
     }
 }

@@ -571,7 +571,7 @@ deny_attribute = ["typo"]"#,
         "rules[0].source_ips[1]:",
         "rules[0].source_ips[2]:",
         "rules[0].rate_limit:",
-        "rules.0.deny_attribute: unknown key",
+        "rules[0].deny_attribute: unknown key",
     ] {
         assert!(
             found.iter().any(|p| p.starts_with(expected)),

@@ -43,6 +43,8 @@ pub(super) struct Checker {
     pub(super) secrets: Secrets,
     /// Prepended to every key path (`tenants[1].`) while a tenant is checked.
     pub(super) prefix: String,
+    /// The config has `[issuer]`: a tenant may then trust scimgate's own tokens alone.
+    pub(super) own_issuer: bool,
 }
 
 impl Checker {
@@ -109,6 +111,7 @@ pub(super) fn validate(raw: RawConfig, secrets: Secrets) -> Result<Config, Confi
         warnings: Vec::new(),
         secrets,
         prefix: String::new(),
+        own_issuer: raw.issuer.is_some(),
     };
     let server = server(&mut c, &raw.server);
     let admin = admin(&mut c, &raw.admin, &server);
@@ -156,6 +159,44 @@ pub(super) fn validate(raw: RawConfig, secrets: Secrets) -> Result<Config, Confi
         tenant::lint(&mut c, &out);
         out.into_iter().map(|(_, t)| t).collect()
     };
+    let issuer = raw.issuer.as_ref().and_then(|issuer| {
+        let names: Vec<String> = raw
+            .tenants
+            .iter()
+            .enumerate()
+            .map(|(i, t)| t.name.clone().unwrap_or_else(|| format!("tenants[{i}]")))
+            .collect();
+        let tenancy = if raw.tenants.is_empty() {
+            crate::issuer::config::Tenancy::Single
+        } else {
+            crate::issuer::config::Tenancy::Named(&names)
+        };
+        crate::issuer::config::validate(
+            issuer,
+            tenancy,
+            c.secrets,
+            &mut c.problems,
+            &mut c.warnings,
+        )
+        .map(std::sync::Arc::new)
+    });
+    if let Some(own) = &issuer {
+        for t in &tenants {
+            let external = std::iter::once(&t.jwt).chain(&t.extra_issuers);
+            if external
+                .filter_map(|j| j.issuer.as_deref())
+                .any(|iss| iss == own.url)
+            {
+                c.problem(
+                    "issuer.url",
+                    format!(
+                        "is also tenant {:?}'s jwt issuer: scimgate's own tokens must have an iss of their own",
+                        t.name
+                    ),
+                );
+            }
+        }
+    }
     let source_ips = tenants
         .iter()
         .flat_map(|t| t.guardrails.rules.values())
@@ -170,6 +211,7 @@ pub(super) fn validate(raw: RawConfig, secrets: Secrets) -> Result<Config, Confi
             log,
             worker_threads: raw.runtime.worker_threads.filter(|&n| n > 0),
             tenants,
+            issuer,
             warnings: c.warnings,
         })
     } else {
@@ -199,6 +241,10 @@ fn tenant(
     let placeholder = prefix.segments.contains(&PrefixSegment::Account);
     let upstream = upstream(c, raw.upstream, placeholder);
     let jwt = jwt(c, raw.jwt);
+    let extra_issuers = jwt
+        .as_ref()
+        .map(|jwt| extra_issuers(c, &raw.jwt.extra_issuers, jwt))
+        .unwrap_or_default();
     let accounts = rules::service_accounts(c, raw.accounts);
     for account in accounts.values() {
         if server.forward_headers.contains(&account.header) {
@@ -223,6 +269,7 @@ fn tenant(
         prefix,
         upstream: upstream?,
         jwt: jwt?,
+        extra_issuers,
         rules,
         service_accounts: accounts.into_values().collect(),
         guardrails: Guardrails {
@@ -477,6 +524,9 @@ pub fn is_loopback(host: &str) -> bool {
 }
 
 fn jwt(c: &mut Checker, raw: &RawJwt) -> Option<JwtConfig> {
+    // With `[issuer]`, a `[jwt]` naming no issuer and no keys means the tenant trusts scimgate's
+    // own tokens alone (`JwtConfig::is_external` is false): nothing to warn about.
+    let own_only = c.own_issuer && raw.jwks_url.is_none() && raw.issuer.is_none();
     let leeway = c.duration("jwt.leeway", &raw.leeway);
     if leeway > MAX_LEEWAY {
         c.problem(
@@ -498,12 +548,16 @@ fn jwt(c: &mut Checker, raw: &RawJwt) -> Option<JwtConfig> {
             None
         }
         Some(iss) => Some(iss.to_owned()),
+        None if own_only => None,
         None => {
             c.warn("jwt.issuer is not set: tokens from any issuer whose keys are in the JWKS pass");
             None
         }
     };
-    let audience = audience(c, raw.audience.clone());
+    let audience = match raw.audience.clone() {
+        None if own_only => Vec::new(),
+        given => audience(c, given),
+    };
     let algorithms = algorithms(c, &raw.algorithms);
     let max_lifetime = c.positive_duration("jwt.max_lifetime", &raw.max_lifetime);
     let refetch_cooldown = c.duration("jwt.refetch_cooldown", &raw.refetch_cooldown);
@@ -534,10 +588,11 @@ fn jwt(c: &mut Checker, raw: &RawJwt) -> Option<JwtConfig> {
             secure_url(c, "jwt.issuer", iss)?;
             None
         }
+        (None, None) if own_only => None,
         (None, None) => {
             c.problem(
                 "jwt.jwks_url",
-                "required unless jwt.issuer is set (then it is discovered)",
+                "required unless jwt.issuer is set (then it is discovered), or [issuer] is the tenant's only issuer",
             );
             return None;
         }
@@ -556,6 +611,73 @@ fn jwt(c: &mut Checker, raw: &RawJwt) -> Option<JwtConfig> {
         max_stale,
         token_cache_size: raw.token_cache_size,
     })
+}
+
+/// `[[jwt.extra_issuers]]`: each `jwt` with its own `issuer` (required, distinct), `jwks_url`
+/// (else discovered) and `audience` (else `jwt.audience`). The primary must name its issuer
+/// too: a token's `iss` is what picks the keys, so no key set may take tokens of any issuer.
+fn extra_issuers(
+    c: &mut Checker,
+    raw: &[super::raw::RawExtraIssuer],
+    primary: &JwtConfig,
+) -> Vec<JwtConfig> {
+    if !raw.is_empty() && primary.issuer.is_none() {
+        c.problem(
+            "jwt.issuer",
+            "required with jwt.extra_issuers: a token's iss chooses the keys that verify it",
+        );
+    }
+    let mut out: Vec<JwtConfig> = Vec::new();
+    for (i, extra) in raw.iter().enumerate() {
+        let path = format!("jwt.extra_issuers[{i}]");
+        let issuer = match extra.issuer.as_deref() {
+            None | Some("") => {
+                c.problem(format!("{path}.issuer"), "required: the iss of its tokens");
+                continue;
+            }
+            Some(iss) => iss.to_owned(),
+        };
+        let taken = primary.issuer.as_deref() == Some(issuer.as_str())
+            || out
+                .iter()
+                .any(|o| o.issuer.as_deref() == Some(issuer.as_str()));
+        if taken {
+            c.problem(
+                format!("{path}.issuer"),
+                format!("{issuer:?} is configured twice for this tenant"),
+            );
+            continue;
+        }
+        let jwks_url = match &extra.jwks_url {
+            Some(text) => match secure_url(c, &format!("{path}.jwks_url"), text) {
+                Some(url) => Some(url),
+                None => continue,
+            },
+            None => {
+                if secure_url(c, &format!("{path}.issuer"), &issuer).is_none() {
+                    continue;
+                }
+                None
+            }
+        };
+        let audience = match extra.audience.clone() {
+            None => primary.audience.clone(),
+            Some(OneOrMany::One(a)) => vec![a],
+            Some(OneOrMany::Many(list)) => list,
+        };
+        for (j, a) in audience.iter().enumerate() {
+            if a.is_empty() {
+                c.problem(format!("{path}.audience[{j}]"), "must not be empty");
+            }
+        }
+        out.push(JwtConfig {
+            jwks_url,
+            issuer: Some(issuer),
+            audience,
+            ..primary.clone()
+        });
+    }
+    out
 }
 
 fn audience(c: &mut Checker, raw: Option<OneOrMany>) -> Vec<String> {

@@ -344,6 +344,35 @@ impl IssuerConfig {
         }
     }
 
+    /// Lines for `scimgate check`: the issuer, its keys and clients, never a secret or hash.
+    pub fn summary(&self, out: &mut String) {
+        out.push_str(&format!(
+            "issuer       {} (own tokens: {} signing key(s), the first signs; lifetime {})\n",
+            self.url,
+            self.signing_keys.len(),
+            humantime::format_duration(self.token_lifetime)
+        ));
+        for client in &self.clients {
+            let method = match &client.auth {
+                ClientAuth::Secret(_) => "client secret".to_owned(),
+                ClientAuth::Assertion(a) => {
+                    format!("assertion from {} (sub {})", a.issuer, a.subject)
+                }
+                ClientAuth::MintOnly => "token mint only".to_owned(),
+            };
+            let tenant = client
+                .tenant
+                .as_deref()
+                .map(|t| format!(", tenant {t}"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  client {}: {method}; scope {}{tenant}\n",
+                client.client_id,
+                client.scope.join(" ")
+            ));
+        }
+    }
+
     /// The configured client with exactly this id (byte for byte).
     pub fn client(&self, client_id: &str) -> Option<&ClientConfig> {
         self.clients.iter().find(|c| c.client_id == client_id)

@@ -39,6 +39,7 @@ SCENARIOS: dict[str, tuple[str, list[str], dict]] = {
     "standalone": ("chart", ["standalone.yaml"], {}),
     "standalone-full": ("chart", ["standalone.yaml", "full.yaml"], {}),
     "multi-account": ("chart", ["multi-account.yaml"], {}),
+    "issuer": ("chart", ["standalone.yaml", "issuer.yaml"], {}),
     "sidecar-native": ("example", [], {}),
     "sidecar-fallback": ("example", ["sidecar-fallback.yaml"], {}),
 }
@@ -329,6 +330,22 @@ def check_standalone(docs: list[dict], full: bool, what: str) -> None:
                f"{what}: ServiceMonitor, NetworkPolicy, HPA rendered; replicas left to the HPA")
         check_service_monitor(find(docs, "ServiceMonitor"), svc)
         check_monitoring(docs, what, namespace="monitoring", selector=True)
+    if what == "issuer":
+        check_issuer_keys(docs, pod, c)
+
+
+def check_issuer_keys(docs: list[dict], pod: dict, c: dict) -> None:
+    """The issuer's signing keys: mounted read-only from their own Secret, 0440, and rendered into
+    issuer.signing_key_files in the order of issuerKeys.files (the first signs)."""
+    volume = next((v for v in pod["volumes"] if v["name"] == "scimgate-issuer-keys"), {}).get("secret", {})
+    mount = next((m for m in c["volumeMounts"] if m["name"] == "scimgate-issuer-keys"), {})
+    report(volume.get("secretName") == "scimgate-issuer-keys" and volume.get("defaultMode") == 0o440
+           and mount.get("mountPath") == "/var/run/secrets/scimgate-issuer" and mount.get("readOnly") is True,
+           "issuer: signing keys mounted read-only from their Secret, mode 0440", f"{volume}\n{mount}")
+    parsed = tomllib.loads(find(docs, "ConfigMap", "-config")["data"]["scimgate.toml"])
+    files = parsed.get("issuer", {}).get("signing_key_files")
+    report(files == ["/var/run/secrets/scimgate-issuer/current.pem", "/var/run/secrets/scimgate-issuer/previous.pem"],
+           "issuer: issuer.signing_key_files from issuerKeys.files, in order", str(files))
 
 
 def check_service_monitor(sm: dict, svc: dict) -> None:
@@ -424,6 +441,8 @@ NEGATIVE: list[tuple[str, str, dict, str]] = [
     ("api_key_env with \"__\" (read as a SCIMGATE_<SECTION>__<KEY> override)", "chart", standalone_with({"config": {"service_accounts": {"provisioner": {"api_key_env": "SCIMGATE_JWT__KEY"}}}}), "api_key_env"),
     ("a rule allowing an unknown operation", "chart", standalone_with({"config": {"rules": [{"name": "r", "claim": "groups", "value": "v", "service_account": "provisioner", "allow": ["erase"]}]}}), "allow"),
     ("tls without a Secret", "chart", standalone_with({"tls": {"enabled": True}}), "tls.existingSecret"),
+    ("issuer without its signing keys", "chart", standalone_with({"config": {"issuer": {"url": "https://gw.example", "clients": [{"client_id": "okta", "scope": ["scim"]}]}}}), "issuerKeys.existingSecret"),
+    ("issuer client with a secret and an assertion", "chart", standalone_with({"issuerKeys": {"existingSecret": "k"}, "config": {"issuer": {"url": "https://gw.example", "clients": [{"client_id": "c", "scope": ["scim"], "secret_sha256": "0" * 64, "assertion": {"issuer": "i", "jwks_url": "https://i/keys", "subject": "s", "audience": "a"}}]}}}), "/config/issuer/clients/0"),
     ("an alert threshold above 1", "chart", standalone_with({"metrics": {"prometheusRule": {"enabled": True, "denyRatio": 2}}}), "denyRatio"),
     ("disabling an alert that does not exist", "chart", standalone_with({"metrics": {"prometheusRule": {"enabled": True, "disabledAlerts": ["ScimgateDown"]}}}), "disabledAlerts"),
     ("jwksMaxStale without a unit", "chart", standalone_with({"metrics": {"prometheusRule": {"enabled": True, "jwksMaxStale": "86400"}}}), "jwksMaxStale"),
@@ -457,7 +476,9 @@ def phase_toml(work: Path, binary: str) -> None:
         d = base / name
         (d / "keys").mkdir(parents=True)
         (d / "tls").mkdir()
-        override = {"apiKeys": {"mountPath": str(d / "keys")}, "tls": {"mountPath": str(d / "tls")}}
+        (d / "issuer").mkdir()
+        override = {"apiKeys": {"mountPath": str(d / "keys")}, "tls": {"mountPath": str(d / "tls")},
+                    "issuerKeys": {"mountPath": str(d / "issuer")}}
         values = scenario_values(name, {"scimgate": override} if kind == "example" else override)
         try:
             docs = manifests(render(kind, values, work))
@@ -478,6 +499,9 @@ def phase_toml(work: Path, binary: str) -> None:
                  "-out", parsed["server"]["tls_cert_file"]],
                 check=True, capture_output=True, timeout=60,
             )
+        for key_file in parsed.get("issuer", {}).get("signing_key_files", []):
+            subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                            "-out", key_file], check=True, capture_output=True, timeout=60)
         proc = subprocess.run([binary, "check", "--strict", "--config", str(config)],
                               capture_output=True, text=True, timeout=60, env=env)
         report(proc.returncode == 0, f"scimgate check --strict: {name} ConfigMap TOML",

@@ -6,6 +6,8 @@ It binds 127.0.0.1 on a free port (port 0) and prints one line to stdout,
 ``{"port": N}``, once it serves. Endpoints:
 
   GET  /jwks.json   the public keys: RSA-2048 (kid "interop-rsa") and P-256 (kid "interop-ec")
+  GET  /client-jwks.json   the file given with --client-jwks (an OAuth client's public keys, for
+                    the private_key_jwt client of scimgate's own token endpoint)
   POST /mint        JSON {"alg": "RS256"|"ES256", "typ": "JWT"|"at+jwt", "claims": {...},
                     "ttl": seconds (negative = already expired)} -> the compact JWT as text
 
@@ -59,6 +61,11 @@ def mint(args: argparse.Namespace, request: dict) -> str:
 
 
 def handler(args: argparse.Namespace, jwks: bytes) -> type:
+    client_jwks = b""
+    if args.client_jwks:
+        with open(args.client_jwks, "rb") as f:
+            client_jwks = f.read()
+
     class Handler(BaseHTTPRequestHandler):
         def reply(self, status: int, ctype: str, body: bytes) -> None:
             self.send_response(status)
@@ -70,6 +77,8 @@ def handler(args: argparse.Namespace, jwks: bytes) -> type:
         def do_GET(self) -> None:
             if self.path == "/jwks.json":
                 self.reply(200, "application/jwk-set+json", jwks)
+            elif self.path == "/client-jwks.json" and client_jwks:
+                self.reply(200, "application/jwk-set+json", client_jwks)
             else:
                 self.reply(404, "text/plain", b"not found\n")
 
@@ -95,6 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--issuer", required=True)
     parser.add_argument("--audience", required=True)
+    parser.add_argument("--client-jwks")
     args = parser.parse_args()
     jwks = json.dumps({"keys": [public_jwk(alg) for alg in KEYS]}).encode()
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler(args, jwks))

@@ -19,7 +19,11 @@
 # the deprovision budget (tests/interop/guardrails.py) in front of the same scim2-server;
 # four refused requests (no token, expired, failing the rule, the raw API key) and four refused
 # heads (malformed, too large, ambiguous framing, raw `"` in the path) that must be answered by
-# scimgate with SCIM error bodies and never reach scim2-server. Closes with "N passed, N failed".
+# scimgate with SCIM error bodies and never reach scim2-server. scimgate's own token endpoint
+# (issue 17, tests/interop/oauth_clients.py): authlib with client_secret_basic, client_secret_post
+# and private_key_jwt, and requests-oauthlib's BackendApplicationClient each get a token; the
+# compliance suite passes through scimgate with each authlib token (same counts).
+# Closes with "N passed, N failed".
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -149,10 +153,20 @@ direct=http://127.0.0.1:$scim_port
 say "scim2-server: $direct/v2 (pid $scim_pid, --reverse-proxy, --bearer-token <random>)"
 
 # --- 4. JWKS endpoint and token mint ---------------------------------------------------------------
+step "keys of scimgate's own issuer and of its assertion client"
+oauth() { timeout 60 "$py" -B "$here/oauth_clients.py" "$@"; }
+oauth keygen --key "$work/issuer-signing.pem" || setup_failed "generate scimgate's issuer key"
+oauth keygen --key "$work/client-key.pem" --jwks "$work/client-jwks.json" --kid interop-client \
+  || setup_failed "generate the assertion client's key"
+client_secret=$("$py" -c 'import secrets; print(secrets.token_urlsafe(32))')
+client_secret_sha256=$(printf '%s' "$client_secret" | sha256sum | cut -d' ' -f1)
+own_iss=https://scimgate.interop.test
+
 step "issuer (JWKS + mint)"
 iss=https://issuer.interop.test
 aud=scimgate-interop
-"$py" "$here/issuer.py" --issuer "$iss" --audience "$aud" >"$work/issuer.out" 2>"$work/issuer.log" &
+"$py" "$here/issuer.py" --issuer "$iss" --audience "$aud" --client-jwks "$work/client-jwks.json" \
+  >"$work/issuer.out" 2>"$work/issuer.log" &
 issuer_pid=$!
 pids+=("$issuer_pid")
 issuer_port=$(check port-from "$work/issuer.out") || setup_failed "start issuer.py"
@@ -218,6 +232,26 @@ allow = ["read", "search", "bulk"]
 header = "authorization"
 scheme = "Bearer"
 api_key_file = "$work/api-key"
+
+# scimgate's own issuer: its tokens go through the same verify -> rules path ("groups" above).
+[issuer]
+url = "$own_iss"
+signing_key_files = ["$work/issuer-signing.pem"]
+token_lifetime = "1h"
+
+[[issuer.clients]]
+client_id = "interop-secret"
+scope = ["scim"]
+claims = { groups = ["scim-provisioners"] }
+secret_sha256 = "$client_secret_sha256"
+
+# RFC 7523 §3's self-signed form, as authlib's private_key_jwt sends it: iss = sub = client id,
+# aud = the token endpoint as the metadata names it.
+[[issuer.clients]]
+client_id = "interop-assertion"
+scope = ["scim"]
+claims = { groups = ["scim-provisioners"] }
+assertion = { issuer = "interop-assertion", jwks_url = "$issuer/client-jwks.json", subject = "interop-assertion", audience = "$own_iss/oauth2/token" }
 EOF
 # scimgate reads SCIMGATE_* variables as config (and rejects unknown ones): run it with the file
 # alone, without this script's own SCIMGATE_BIN / SCIMGATE_INTEROP_* settings.
@@ -276,6 +310,43 @@ run_case "compliance through scimgate (RS256 JWT, groups rule): same counts" sam
 proxy_rs_counts=$counts
 run_case "compliance through scimgate (ES256 at+jwt, space_delimited scope rule): same counts" same_counts proxy-es256 "$jwt_es"
 proxy_es_counts=$counts
+
+# --- scimgate's own token endpoint: OAuth clients no one here wrote --------------------------------
+step "scimgate's token endpoint (authlib, requests-oauthlib)"
+export INTEROP_CLIENT_SECRET=$client_secret
+own_token() { # own_token NAME ARGS...: a token from scimgate into $work/own-NAME.token
+  local name=$1
+  shift
+  oauth "$@" --token-url "$proxy/oauth2/token" >"$work/own-$name.token" && [[ -s $work/own-$name.token ]]
+}
+run_case "authlib client_secret_basic gets a token from scimgate" \
+  own_token basic authlib --method client_secret_basic --client-id interop-secret
+run_case "authlib client_secret_post gets a token from scimgate" \
+  own_token post authlib --method client_secret_post --client-id interop-secret
+run_case "authlib private_key_jwt (client assertion) gets a token from scimgate" \
+  own_token assertion authlib --method private_key_jwt --client-id interop-assertion \
+  --key "$work/client-key.pem" --kid interop-client --audience "$own_iss/oauth2/token"
+run_case "requests-oauthlib BackendApplicationClient gets a token from scimgate" \
+  own_token oauthlib oauthlib --client-id interop-secret
+with_own() { # with_own NAME: the compliance suite through scimgate with that token, same counts
+  [[ -s $work/own-$1.token ]] || return 1
+  same_counts "own-$1" "$(cat "$work/own-$1.token")"
+}
+run_case "compliance through scimgate (authlib client_secret_basic token): same counts" with_own basic
+run_case "compliance through scimgate (authlib client_secret_post token): same counts" with_own post
+run_case "compliance through scimgate (authlib private_key_jwt token): same counts" with_own assertion
+users_with_own() { # users_with_own NAME: GET /v2/Users through scimgate with that token is 200
+  [[ -s $work/own-$1.token ]] || return 1
+  INTEROP_OWN_TOKEN=$(cat "$work/own-$1.token") timeout 30 "$py" - "$proxy/v2/Users" <<'PY'
+import os, sys, urllib.request
+req = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer " + os.environ["INTEROP_OWN_TOKEN"]})
+with urllib.request.urlopen(req, timeout=20) as r:
+    print(f"  GET /v2/Users -> {r.status}")
+    sys.exit(0 if r.status == 200 else 1)
+PY
+}
+run_case "requests-oauthlib token: GET /v2/Users through scimgate -> 200" users_with_own oauthlib
+unset INTEROP_CLIENT_SECRET
 
 # --- Location / ETag through the proxy ------------------------------------------------------------
 step "Location and ETag through scimgate"

@@ -14,6 +14,7 @@ mod fail_closed;
 mod forward;
 mod guardrails;
 mod http_front;
+mod issuer;
 mod jwks;
 mod lifecycle;
 mod lockfile;

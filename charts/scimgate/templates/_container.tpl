@@ -131,6 +131,11 @@ Port names differ in sidecar mode so they cannot clash with the app container's.
       mountPath: {{ $v.tls.mountPath }}
       readOnly: true
     {{- end }}
+    {{- if $v.issuerKeys.existingSecret }}
+    - name: scimgate-issuer-keys
+      mountPath: {{ $v.issuerKeys.mountPath }}
+      readOnly: true
+    {{- end }}
     {{- with $v.extraVolumeMounts }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -150,6 +155,12 @@ Port names differ in sidecar mode so they cannot clash with the app container's.
 - name: scimgate-tls
   secret:
     secretName: {{ .Values.tls.existingSecret }}
+    defaultMode: {{ .Values.apiKeys.defaultMode }}
+{{- end }}
+{{- if .Values.issuerKeys.existingSecret }}
+- name: scimgate-issuer-keys
+  secret:
+    secretName: {{ .Values.issuerKeys.existingSecret }}
     defaultMode: {{ .Values.apiKeys.defaultMode }}
 {{- end }}
 {{- with .Values.extraVolumes }}

@@ -98,6 +98,14 @@ paths, api_key_file of every account that names no key source). Parse it with fr
 {{- $_ := set $account "api_key_file" (printf "%s/%s" (trimSuffix "/" $.Values.apiKeys.mountPath) $name) }}
 {{- end }}
 {{- end }}
+{{- $issuer := get $cfg "issuer" }}
+{{- if and $issuer .Values.issuerKeys.existingSecret (not (hasKey $issuer "signing_key_files")) }}
+{{- $files := list }}
+{{- range .Values.issuerKeys.files }}
+{{- $files = append $files (printf "%s/%s" (trimSuffix "/" $.Values.issuerKeys.mountPath) .) }}
+{{- end }}
+{{- $_ := set $issuer "signing_key_files" $files }}
+{{- end }}
 {{- toYaml $cfg }}
 {{- end }}
 
@@ -109,6 +117,11 @@ IsInstall nor IsUpgrade, so the chart's defaults (no rules, no accounts) still l
 {{- define "scimgate.validate" -}}
 {{- if and .Values.tls.enabled (not .Values.tls.existingSecret) }}
 {{- fail "tls.enabled needs tls.existingSecret (a kubernetes.io/tls Secret with tls.crt and tls.key)" }}
+{{- end }}
+{{- with .Values.config.issuer }}
+{{- if not (or $.Values.issuerKeys.existingSecret (hasKey . "signing_key_files")) }}
+{{- fail "config.issuer needs its signing keys: set issuerKeys.existingSecret (a Secret with issuerKeys.files) or config.issuer.signing_key_files" }}
+{{- end }}
 {{- end }}
 {{- if and (or .Release.IsInstall .Release.IsUpgrade) (not .Values.existingConfigMap) }}
 {{- $accounts := .Values.config.service_accounts | default dict }}

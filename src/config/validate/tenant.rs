@@ -43,6 +43,7 @@ pub(super) fn reject_top_level(c: &mut Checker, raw: &RawConfig) {
         ("upstream.url", raw.upstream.url.is_some()),
         ("jwt.jwks_url", raw.jwt.jwks_url.is_some()),
         ("jwt.issuer", raw.jwt.issuer.is_some()),
+        ("jwt.extra_issuers", !raw.jwt.extra_issuers.is_empty()),
         ("rules", !raw.rules.is_empty()),
         ("service_accounts", !raw.service_accounts.is_empty()),
     ];
