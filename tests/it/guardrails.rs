@@ -746,33 +746,33 @@ async fn source_ips_judge_the_socket_peer_on_ipv4_and_ipv6() {
     r.assert_insufficient_scope();
 }
 
-/// `rate_limit` holds its rate within 10 % over 5 s of callers asking as fast as they can.
+/// `rate_limit` holds its rate within 10 % over 5 s of callers asking at three times the rate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_holds_its_rate() {
+    let _alone = crate::support::timing_sensitive().await;
     let Guarded {
         gw,
         upstream,
         token,
-        ..
+        _jwks,
     } = guarded("", "rate_limit = \"40/s\"").await;
     let gw = std::sync::Arc::new(gw);
     let started = Instant::now();
     let span = Duration::from_secs(5);
     let mut tasks = Vec::new();
+    // Four callers at 30 requests a second each: 120/s against a limit of 40/s.
     for _ in 0..4 {
         let (gw, token) = (std::sync::Arc::clone(&gw), token.clone());
         tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(33));
             let (mut passed, mut limited) = (0u32, 0u32);
             while started.elapsed() < span {
+                tick.tick().await;
                 let r = gw.get("/Users", Some(&token)).await;
                 match r.status {
                     200 => passed += 1,
                     429 => {
-                        let wait: u64 = r
-                            .header("retry-after")
-                            .and_then(|v| v.parse().ok())
-                            .unwrap_or(0);
-                        assert_eq!(wait, 1, "Retry-After");
+                        assert_eq!(r.header("retry-after"), Some("1"), "Retry-After");
                         limited += 1;
                     }
                     other => panic!("status {other}"),

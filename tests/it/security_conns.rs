@@ -318,6 +318,7 @@ async fn admin_closes_connections_that_do_no_work() {
 /// time out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_connection_cap() {
+    let _alone = crate::support::timing_sensitive().await;
     let (_jwks, _upstream, cfg) = fixture().await;
     let gw = Gateway::start(short_timeouts(cfg)).await;
     let total = 200;
@@ -549,6 +550,7 @@ struct RoundResult {
 /// The admin port holds 64 of each round's 500 and closes the rest at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_connections_are_bounded_and_closed() {
+    let _alone = crate::support::timing_sensitive().await;
     const PER_PORT: usize = 500;
     const RSS_LIMIT_KIB: u64 = if cfg!(debug_assertions) { 80 } else { 64 } * 1024;
     // Long enough that all of a round's 1000 connections are open before the first is closed

@@ -31,6 +31,13 @@ pub use mint::{SigningKey, Token, ec_key, rsa_key};
 pub use upstream::Upstream;
 pub use verdict::{Expect, Table, bearer};
 
+/// Taken by the tests whose assertions are about time under load (deadlines of a thousand
+/// connections, a rate held over seconds), so that two of them never share the two cores.
+pub async fn timing_sensitive() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 /// The usual fixture: a JWKS server publishing the per-process RSA and EC keys, a recording
 /// upstream, and the default gateway config pointing at both.
 pub async fn fixture() -> (JwksServer, Upstream, GatewayConfig) {
