@@ -196,8 +196,9 @@ impl ClaimChecks {
     /// The signature is checked by `jsonwebtoken::crypto::verify`, the call
     /// `jsonwebtoken::decode` makes; the rest of `decode` is not used: it decodes and parses the
     /// header twice more (`inspect_header` has already read it, strictly) and the payload twice
-    /// (once for its own claim checks), which made the miss path cost about 1.5 µs more than
-    /// the checks below (bench/results.md). The payload is read only after a signature verified.
+    /// (once for its own claim checks): measured with `examples/verify_cost.rs`, the miss path
+    /// beyond the signature check went from 4.8–5.1 to 2.7 µs (RS256) and from 3.6 to 1.6–2.8 µs
+    /// (ES256). The payload is read only after a signature verified.
     pub fn verify(
         &self,
         token: &str,
