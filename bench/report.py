@@ -96,7 +96,8 @@ lines += ["",
           "## Signature verification against the token-cache miss path",
           "",
           "`examples/verify_cost.rs`, run after the rounds above on the same keys and tokens: µs per call, one "
-          "thread, median over rounds. *aws-lc verify*: `ParsedPublicKey::verify_sig`, the key parsed once; "
+          "thread, median over batches of 10 calls that time the three ways back to back over the same tokens "
+          "(*miss path − verify* is the median of each batch's difference). *aws-lc verify*: `ParsedPublicKey::verify_sig`, the key parsed once; "
           "*jsonwebtoken verify*: `jsonwebtoken::crypto::verify` with the key scimgate's JWKS parser builds (what "
           "`jsonwebtoken::decode` runs: it rebuilds the aws-lc key from the JWK on every call); *miss path*: "
           "`Verifier::verify` with `token_cache_size = 0` over distinct tokens. *In the proxy*: the cache-off "
@@ -149,7 +150,7 @@ if counted:
               + "; ".join(f"{name} {int(n):,}" for name, n in counted) + "."]
 profile = open(os.path.join(work, "profile.txt")).read().strip()
 if profile:
-    lines += ["", "## Profile (`BENCH_PROFILE=1`: perf cpu-clock samples, self time, symbols ≥ 1.5 %)", "", profile]
+    lines += ["", "## Profile (`BENCH_PROFILE=1`: perf cpu-clock samples over 4 s of each scimgate scenario, self time)", "", profile]
 lines += ["", "Reproduce: `bash bench/run.sh` (see bench/README.md)."]
 
 kept = ""
