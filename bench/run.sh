@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scimgate benchmark: one command, loopback only, about 3 minutes once built.
+# scimgate benchmark: one command, loopback only, about 2 minutes once built.
 #
 # Every proxy runs with one worker and is measured with its access log off and on, as deployed:
 # nginx `proxy_pass` (access_log off; access_log <file> combined), a bare hyper proxy
