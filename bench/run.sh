@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# scimgate benchmark: one command, loopback only, about 2 minutes.
+# scimgate benchmark: one command, loopback only, about 2 minutes once built.
 #
-# Starts an nginx backend (`return 200`, 1 worker), an nginx `proxy_pass` in front of it (1 worker),
-# a bare hyper proxy (examples/bare_proxy.rs: scimgate's HTTP stack with no pipeline, the framework
-# floor), and scimgate (1 runtime worker thread, local JWKS, one matching rule), then runs
-# `wrk -t1 -c32 -d5s` against every scenario in turn, three rounds, and reports the median: req/s,
-# p50, p99, CPU µs per request of the proxy process (user + system, from /proc/<pid>/stat), peak
-# RSS, non-2xx count, and the ratios to nginx proxy_pass within each round. Every scenario sends
-# the same request (GET /Users with a bearer token), so the baselines parse and forward the same
-# bytes as scimgate. Writes bench/results.md (or $BENCH_RESULTS).
+# Every proxy runs with one worker and is measured with its access log off and on, as deployed:
+# nginx `proxy_pass` (access_log off; access_log <file> combined), a bare hyper proxy
+# (examples/bare_proxy.rs: scimgate's HTTP stack with no pipeline, the framework floor), and
+# scimgate (1 runtime worker thread, local JWKS, one matching rule) with its access line off
+# (`log.level = "warn"`) and on (the default: its JSON line on stdout, redirected to a file), and
+# with its token cache off (`token_cache_size = 0`) over 5000 rotating RS256 and ES256 tokens.
+# Each scenario has its own process, so its peak RSS is its own. `wrk -t1 -c32 -d5s` runs every
+# scenario once per round, three rounds in alternating order, and the medians are reported: req/s,
+# p50, p99, CPU µs per request of the proxy process (user and system, from /proc/<pid>/stat), peak
+# RSS, non-2xx count, ratios to nginx (with the same logging) within each round, and the issue 19
+# targets. examples/verify_cost.rs measures, in the same run, the RS256 and ES256 signature
+# verification alone against the token-cache miss path. Writes bench/results.md (or $BENCH_RESULTS).
 set -euo pipefail
+trap 'echo "bench/run.sh: a command failed at line $LINENO" >&2' ERR
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DURATION=${BENCH_DURATION:-5s}
@@ -18,13 +23,24 @@ CONNS=${BENCH_CONNECTIONS:-32}
 TOKENS=${BENCH_TOKENS:-5000}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 RESULTS=${BENCH_RESULTS:-$ROOT/bench/results.md}
+PROFILE=${BENCH_PROFILE:-0}
 
-if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
-  echo "installing nginx and wrk (apt)"
-  apt-get update -qq && apt-get install -y -qq nginx wrk >/dev/null
+missing=()
+command -v nginx >/dev/null || missing+=(nginx)
+command -v wrk >/dev/null || missing+=(wrk)
+[ "$PROFILE" = 1 ] && ! command -v perf >/dev/null && missing+=(linux-perf)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} (apt)"
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-cargo build --release ${BENCH_LOCKED---locked} --quiet --bin scimgate --example mint --example bare_proxy
+EXAMPLES=(--example mint --example bare_proxy --example verify_cost)
+cargo build --release ${BENCH_LOCKED---locked} --quiet --bin scimgate "${EXAMPLES[@]}"
 BIN=$TARGET/release/scimgate
+if [ "$PROFILE" = 1 ]; then
+  # Symbols for perf: the release profile strips them.
+  cargo build --profile profiling ${BENCH_LOCKED---locked} --quiet --bin scimgate
+  BIN=$TARGET/profiling/scimgate
+fi
 
 WORK=$(mktemp -d /tmp/scimgate-bench.XXXXXX)
 chmod 755 "$WORK"   # nginx workers run as an unprivileged user
@@ -45,9 +61,10 @@ wait_port() {
   echo "nothing listens on port $1" >&2; return 1
 }
 
-BACKEND=$(free_port); NGPROXY=$(free_port); BARE=$(free_port); GATEWAY=$(free_port); ADMIN=$(free_port)
+BACKEND=$(free_port)
+echo "minting $TOKENS RS256 and $TOKENS ES256 tokens"
 "$TARGET/release/examples/mint" "$WORK" "$TOKENS" "http://127.0.0.1:$BACKEND"
-head -n1 "$WORK/tokens.txt" > "$WORK/one.txt"
+head -n1 "$WORK/tokens-rs256.txt" > "$WORK/one.txt"
 chmod 644 "$WORK/jwks.json"
 
 nginx_conf() { # name, body
@@ -67,23 +84,38 @@ http {
 }
 CONF
 }
+# The two nginx proxies differ only in access_log: off, or nginx's default `combined` format
+# written to a file.
+proxy_conf() { # port, access_log
+  echo "upstream b { server 127.0.0.1:$BACKEND; keepalive 64; } server { listen 127.0.0.1:$1; access_log $2; location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+}
+NG_OFF=$(free_port); NG_ON=$(free_port)
 nginx_conf backend "server { listen 127.0.0.1:$BACKEND; location = /jwks.json { default_type application/json; root $WORK; } location / { return 200 'ok'; } }"
-nginx_conf proxy "upstream b { server 127.0.0.1:$BACKEND; keepalive 64; } server { listen 127.0.0.1:$NGPROXY; location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
-nginx -p "$WORK/backend" -c "$WORK/backend/nginx.conf" & PIDS+=($!)
-nginx -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf" & PIDS+=($!)
-wait_port "$BACKEND"; wait_port "$NGPROXY"
+nginx_conf ng-off "$(proxy_conf "$NG_OFF" off)"
+nginx_conf ng-on "$(proxy_conf "$NG_ON" "$WORK/ng-on/access.log combined")"
+for name in backend ng-off ng-on; do
+  nginx -p "$WORK/$name" -c "$WORK/$name/nginx.conf" & PIDS+=($!)
+done
+wait_port "$BACKEND"; wait_port "$NG_OFF"; wait_port "$NG_ON"
+BARE=$(free_port)
 "$TARGET/release/examples/bare_proxy" "$BARE" "127.0.0.1:$BACKEND" & PIDS+=($!)
 BARE_PID=$!
 wait_port "$BARE"
 
 printf 'bench-key-%s' "$RANDOM$RANDOM" > "$WORK/key"; chmod 600 "$WORK/key"
-cat > "$WORK/scimgate.toml" <<CONF
+# gateway NAME LOG_SECTION CACHE_SIZE TOKEN_FILE -> starts scimgate, sets GW_PID and GW_PORT.
+# Its stdout (the access lines) goes to NAME/access.log, opened for append so it can be emptied
+# between runs.
+gateway() {
+  local name=$1 log=$2 cache=$3 token=$4 port admin
+  port=$(free_port); admin=$(free_port)
+  mkdir -p "$WORK/$name"
+  cat > "$WORK/$name/scimgate.toml" <<CONF
 [server]
-listen = "127.0.0.1:$GATEWAY"
+listen = "127.0.0.1:$port"
 [admin]
-listen = "127.0.0.1:$ADMIN"
-[log]
-level = "warn"
+listen = "127.0.0.1:$admin"
+$log
 [runtime]
 worker_threads = 1
 [upstream]
@@ -92,7 +124,8 @@ url = "http://127.0.0.1:$BACKEND"
 jwks_url = "http://127.0.0.1:$BACKEND/jwks.json"
 issuer = "http://127.0.0.1:$BACKEND"
 audience = ["scimgate"]
-algorithms = ["ES256"]
+algorithms = ["RS256", "ES256"]
+token_cache_size = $cache
 [[rules]]
 name = "bench"
 claim = "groups"
@@ -102,14 +135,22 @@ service_account = "sa"
 scheme = "Bearer"
 api_key_file = "$WORK/key"
 CONF
-"$BIN" serve --config "$WORK/scimgate.toml" > "$WORK/scimgate.log" 2>&1 & PIDS+=($!)
-GATEWAY_PID=$!
-wait_port "$GATEWAY"
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null && break; sleep 0.05
-done
-status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(cat "$WORK/one.txt")" "http://127.0.0.1:$GATEWAY/Users")
-[ "$status" = 200 ] || { echo "scimgate smoke request answered $status"; cat "$WORK/scimgate.log"; exit 1; }
+  "$BIN" serve --config "$WORK/$name/scimgate.toml" >> "$WORK/$name/access.log" 2> "$WORK/$name/stderr.log" &
+  GW_PID=$!; PIDS+=($GW_PID); GW_PORT=$port
+  wait_port "$port"
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.05
+  done
+  local status
+  status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(head -n1 "$token")" "http://127.0.0.1:$port/Users")
+  [ "$status" = 200 ] || { echo "scimgate ($name) smoke request answered $status"; cat "$WORK/$name/stderr.log"; exit 1; }
+}
+gateway gw-off $'[log]\nlevel = "warn"' 10000 "$WORK/one.txt"; GW_OFF=$GW_PID; GW_OFF_PORT=$GW_PORT
+gateway gw-on "" 10000 "$WORK/one.txt"; GW_ON=$GW_PID; GW_ON_PORT=$GW_PORT
+gateway gw-rs "" 0 "$WORK/tokens-rs256.txt"; GW_RS=$GW_PID; GW_RS_PORT=$GW_PORT
+gateway gw-es "" 0 "$WORK/tokens-es256.txt"; GW_ES=$GW_PID; GW_ES_PORT=$GW_PORT
+for _ in $(seq 1 100); do grep -q '"message":"request"' "$WORK/gw-on/access.log" && break; sleep 0.05; done
+grep -q '"message":"request"' "$WORK/gw-on/access.log" || { echo "scimgate wrote no access line"; exit 1; }
 
 cat > "$WORK/tokens.lua" <<'LUA'
 local tokens = {}
@@ -124,14 +165,19 @@ LUA
 cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }  # user, system
 CLK=$(getconf CLK_TCK)
 nginx_worker() { pgrep -P "$(cat "$WORK/$1/nginx.pid")" | head -n1; }
+peak_rss() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
-# run NAME URL PID TOKENS_FILE REP -> appends "name|rps|p50|p99|user_us|sys_us|non2xx|rep"
+# run NAME URL PID TOKENS_FILE LOG REP -> appends "name|rps|p50|p99|user_us|sys_us|non2xx|rep"
 run() {
-  local name=$1 url=$2 pid=$3 tokens=$4 rep=$5
-  local u0 s0 u1 s1 out rps reqs p50 p99 errs user sys
+  local name=$1 url=$2 pid=$3 tokens=$4 log=$5 rep=$6
+  local u0 s0 u1 s1 out rps reqs p50 p99 errs user sys sock
   read -r u0 s0 < <(cpu_ticks "$pid")
   out=$(TOKENS_FILE=$tokens wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$WORK/tokens.lua" "$url")
+  # scimgate writes its queued lines within 20 ms: let them land before reading the CPU.
+  sleep 0.1
   read -r u1 s1 < <(cpu_ticks "$pid")
+  # Empty the log (both writers append) so the disk holds one run's lines at most.
+  [ -n "$log" ] && : > "$log"
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
@@ -139,33 +185,77 @@ run() {
   errs=$(awk '/Non-2xx/ {print $5}' <<<"$out"); errs=${errs:-0}
   sock=$(awk '/Socket errors/ {print $0}' <<<"$out")
   [ -n "$sock" ] && errs="$errs ($sock)"
-  user=$(awk -v t=$((u1 - u0)) -v r="$reqs" -v c="$CLK" 'BEGIN { printf "%.1f", t * 1e6 / c / r }')
-  sys=$(awk -v t=$((s1 - s0)) -v r="$reqs" -v c="$CLK" 'BEGIN { printf "%.1f", t * 1e6 / c / r }')
+  user=$(awk -v t=$((u1 - u0)) -v r="$reqs" -v c="$CLK" 'BEGIN { printf "%.2f", t * 1e6 / c / r }')
+  sys=$(awk -v t=$((s1 - s0)) -v r="$reqs" -v c="$CLK" 'BEGIN { printf "%.2f", t * 1e6 / c / r }')
   echo "$name|$rps|$p50|$p99|$user|$sys|$errs|$rep" >> "$WORK/raw.txt"
-  echo "  round $rep, $name: $rps req/s, p50 $p50, p99 $p99, CPU/req ${user} us user + ${sys} us sys, non-2xx $errs"
+  printf '  round %s, %s: %s req/s, p50 %s, p99 %s, CPU/req %s us user + %s us sys, non-2xx %s\n' \
+    "$rep" "$name" "$rps" "$p50" "$p99" "$user" "$sys" "$errs"
 }
 
 # Rounds, not blocks: every scenario runs once per round, so each ratio to nginx compares runs
 # seconds apart. This VM's speed drifts by 10-20 % over a minute; three nginx runs followed by
 # three scimgate runs would fold that drift into the ratios. Even rounds run the scenarios in
 # reverse, so no scenario always follows nginx by the same gap.
+# Fields: key|name|url|pid|tokens|log file|baseline key (the nginx row its ratios are against)
 SCENARIOS=(
-  "direct backend (nginx return 200)|http://127.0.0.1:$BACKEND/Users|$(nginx_worker backend)|$WORK/one.txt"
-  "nginx proxy_pass (no auth)|http://127.0.0.1:$NGPROXY/Users|$(nginx_worker proxy)|$WORK/one.txt"
-  "bare hyper proxy (no auth; examples/bare_proxy.rs)|http://127.0.0.1:$BARE/Users|$BARE_PID|$WORK/one.txt"
-  "scimgate, one valid token|http://127.0.0.1:$GATEWAY/Users|$GATEWAY_PID|$WORK/one.txt"
-  "scimgate, $TOKENS rotating tokens|http://127.0.0.1:$GATEWAY/Users|$GATEWAY_PID|$WORK/tokens.txt"
+  "ng-off|nginx proxy_pass, access_log off|http://127.0.0.1:$NG_OFF/Users|$(nginx_worker ng-off)|$WORK/one.txt||ng-off"
+  "ng-on|nginx proxy_pass, access_log combined to a file|http://127.0.0.1:$NG_ON/Users|$(nginx_worker ng-on)|$WORK/one.txt|$WORK/ng-on/access.log|ng-on"
+  "bare|bare hyper proxy (no auth, no log)|http://127.0.0.1:$BARE/Users|$BARE_PID|$WORK/one.txt||ng-off"
+  "gw-off|scimgate, one RS256 token, access line off|http://127.0.0.1:$GW_OFF_PORT/Users|$GW_OFF|$WORK/one.txt|$WORK/gw-off/access.log|ng-off"
+  "gw-on|scimgate, one RS256 token, access line on|http://127.0.0.1:$GW_ON_PORT/Users|$GW_ON|$WORK/one.txt|$WORK/gw-on/access.log|ng-on"
+  "gw-rs|scimgate, token cache off, $TOKENS RS256 tokens, line on|http://127.0.0.1:$GW_RS_PORT/Users|$GW_RS|$WORK/tokens-rs256.txt|$WORK/gw-rs/access.log|ng-on"
+  "gw-es|scimgate, token cache off, $TOKENS ES256 tokens, line on|http://127.0.0.1:$GW_ES_PORT/Users|$GW_ES|$WORK/tokens-es256.txt|$WORK/gw-es/access.log|ng-on"
 )
 echo "running: wrk -t1 -c$CONNS -d$DURATION, $REPS rounds of every scenario"
 for rep in $(seq 1 "$REPS"); do
   order=$(seq 0 $((${#SCENARIOS[@]} - 1)))
   [ $((rep % 2)) = 0 ] && order=$(seq $((${#SCENARIOS[@]} - 1)) -1 0)
   for i in $order; do
-    IFS='|' read -r name url pid tokens <<<"${SCENARIOS[$i]}"
-    run "$name" "$url" "$pid" "$tokens" "$rep"
+    IFS='|' read -r key name url pid tokens log _ <<<"${SCENARIOS[$i]}"
+    run "$key" "$url" "$pid" "$tokens" "$log" "$rep"
   done
 done
-RSS=$(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$GATEWAY_PID/status")
+: > "$WORK/rss.txt"
+for scenario in "${SCENARIOS[@]}"; do
+  IFS='|' read -r key _ _ pid _ _ _ <<<"$scenario"
+  echo "$key|$(peak_rss "$pid")" >> "$WORK/rss.txt"
+done
+for name in gw-off gw-on gw-rs gw-es; do
+  if [ -s "$WORK/$name/stderr.log" ]; then echo "scimgate ($name) stderr:"; head -n 20 "$WORK/$name/stderr.log"; fi
+done
+
+# The crypto alone against the whole miss path, same keys and tokens, while nothing else runs.
+echo "measuring signature verification alone and the token-cache miss path (examples/verify_cost.rs)"
+"$TARGET/release/examples/verify_cost" "$WORK" "${BENCH_VERIFY_ROUNDS:-5}" > "$WORK/verify.txt"
+
+# Optional (BENCH_PROFILE=1): where scimgate's CPU goes, by perf's cpu-clock sampling (this VM
+# has no hardware counters) over one run of each scimgate scenario, on the profiling build.
+: > "$WORK/profile.txt"
+if [ "$PROFILE" = 1 ]; then
+  for scenario in "${SCENARIOS[@]}"; do
+    IFS='|' read -r key name url pid tokens _ _ <<<"$scenario"
+    case $key in gw-*) ;; *) continue ;; esac
+    perf record -q -e cpu-clock -F 2999 -p "$pid" -o "$WORK/perf-$key.data" -- sleep 4 2>/dev/null &
+    TOKENS_FILE=$tokens wrk -t1 -c"$CONNS" -d4s -s "$WORK/tokens.lua" "$url" >/dev/null
+    wait $!
+    {
+      echo "### $name"
+      echo
+      perf report -i "$WORK/perf-$key.data" --no-children --sort symbol --stdio -g none 2>/dev/null \
+        | grep -v '^#' | grep '%' | sed -e 's/ *- *- *$//' -e 's/ *$//' > "$WORK/perf-$key.txt" || true
+      awk '/\[k\]/ {gsub("%", "", $1); k += $1} /\[\.\]/ {gsub("%", "", $1); u += $1}
+        END {printf "Kernel %.0f %% of the samples, user space %.0f %%. The user-space symbols with the most self time:\n", k, u}' \
+        "$WORK/perf-$key.txt"
+      echo
+      echo '```'
+      # (grep ends early when head has its lines: not a failure)
+      grep '\[\.\]' "$WORK/perf-$key.txt" | head -n 20 | cut -c1-150 || true
+      echo '```'
+      echo
+    } >> "$WORK/profile.txt"
+  done
+  cat "$WORK/profile.txt"
+fi
 
 # Optional (BENCH_INSTRUCTIONS=1): user-space instructions per forwarded request, counted by
 # callgrind over a short wrk run. Exact to about 0.1 % between runs where the timings above move
@@ -198,61 +288,12 @@ if [ "${BENCH_INSTRUCTIONS:-0}" = 1 ]; then
   CG_PROXY=$(free_port); CG_GATEWAY=$(free_port); CG_ADMIN=$(free_port)
   instructions "bare hyper proxy" "$CG_PROXY" "http://127.0.0.1:$CG_PROXY/" \
     "$TARGET/release/examples/bare_proxy" "$CG_PROXY" "127.0.0.1:$BACKEND"
-  sed -e "s/127.0.0.1:$GATEWAY/127.0.0.1:$CG_GATEWAY/" -e "s/127.0.0.1:$ADMIN/127.0.0.1:$CG_ADMIN/" \
-    "$WORK/scimgate.toml" > "$WORK/callgrind.toml"
-  instructions "scimgate, one valid token" "$CG_GATEWAY" "http://127.0.0.1:$CG_ADMIN/readyz" \
+  sed -e "s/^listen = \"127.0.0.1:$GW_OFF_PORT\"/listen = \"127.0.0.1:$CG_GATEWAY\"/" \
+    -e "/^\[admin\]/{n;s/.*/listen = \"127.0.0.1:$CG_ADMIN\"/}" \
+    "$WORK/gw-off/scimgate.toml" > "$WORK/callgrind.toml"
+  instructions "scimgate, one token, access line off" "$CG_GATEWAY" "http://127.0.0.1:$CG_ADMIN/readyz" \
     "$BIN" serve --config "$WORK/callgrind.toml"
 fi
 
-python3 - "$WORK/raw.txt" "$RSS" "$RESULTS" "$DURATION" "$REPS" "$CONNS" "$WORK/instructions.txt" "$(printf '%s\n' "${SCENARIOS[@]}")" <<'PY'
-import sys, platform, os, datetime
-raw, rss, out, duration, reps, conns, instructions, scenarios = sys.argv[1:9]
-rows = {}
-for line in open(raw):
-    name, rps, p50, p99, user, sys_, errs, rnd = line.rstrip("\n").split("|")
-    rows.setdefault(name, []).append((float(rps), p50, p99, float(user), float(sys_), errs, int(rnd)))
-from statistics import median
-def median_row(runs):
-    """The run with the median req/s (the lower middle one for an even count), and the non-2xx
-    count over all runs."""
-    ordered = sorted(runs, key=lambda r: r[0])
-    return ordered[(len(ordered) - 1) // 2], sum(int(r[5].split()[0]) for r in runs)
-names = [line.split("|", 1)[0] for line in scenarios.split("\n") if line]
-nginx = {r[6]: r for r in rows[names[1]]}
-def ratios(runs):
-    """Median over rounds of this scenario's req/s and CPU against nginx's in the same round."""
-    rps = median([r[0] / nginx[r[6]][0] for r in runs])
-    cpu = median([(r[3] + r[4]) / (nginx[r[6]][3] + nginx[r[6]][4]) for r in runs])
-    return rps, cpu
-cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-lines = [
-    "# scimgate benchmark results", "",
-    f"Machine: {os.cpu_count()} cores, {cpu_model}, Linux {platform.release()}; "
-    f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
-    f"Load: `wrk -t1 -c{conns} -d{duration}`, {reps} rounds of every scenario in turn, loopback, every scenario "
-    "`GET /Users` with the same bearer token (the rotating row: 5000 distinct tokens); backend nginx `return 200` "
-    "(1 worker); nginx proxy 1 worker with upstream keepalive; scimgate `worker_threads = 1`, ES256 tokens, "
-    "token cache on.", "",
-    "| scenario | req/s | p50 | p99 | CPU µs/req | user + sys µs | non-2xx (all runs) | req/s vs nginx proxy | CPU vs nginx proxy |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-]
-for name in names:
-    (rps, p50, p99, user, sys_, _, _), errs = median_row(rows[name])
-    rps_ratio, cpu_ratio = ratios(rows[name])
-    lines.append(f"| {name} | {rps:,.0f} | {p50} | {p99} | {user + sys_:.1f} | {user:.1f} + {sys_:.1f} | {errs} | "
-                 f"{rps_ratio:.2f}x | {cpu_ratio:.2f}x |")
-per_round = lambda name: ", ".join(f"{r[0] / nginx[r[6]][0]:.2f}" for r in sorted(rows[name], key=lambda r: r[6]))
-lines += ["", "Columns 2-6 are the run with the median req/s. The ratio columns are the median, over rounds, of "
-          "the scenario against nginx in the same round; per round, req/s vs nginx: "
-          + "; ".join(f"{name.split(' (')[0]} {per_round(name)}" for name in names[2:]) + "."]
-counted = [line.rstrip("\n").split("|") for line in open(instructions) if line.strip()]
-if counted:
-    lines += ["", "Instructions per forwarded request (callgrind, user space, `wrk -t1 -c8 -d3s`): "
-              + "; ".join(f"{name} {int(n):,}" for name, n in counted) + "."]
-lines += ["", f"scimgate peak RSS (VmHWM) after all runs: {rss}.", "",
-          "CPU µs/req is the serving process alone, from /proc/<pid>/stat ticks over the run divided by requests: "
-          "the nginx worker for the first two rows, the bare proxy for the third, scimgate for the others.",
-          "Reproduce: `bash bench/run.sh` (see bench/README.md)."]
-open(out, "w").write("\n".join(lines) + "\n")
-print("\n".join(lines))
-PY
+python3 "$ROOT/bench/report.py" "$WORK" "$RESULTS" "$DURATION" "$REPS" "$CONNS" "$TOKENS" \
+  "$(printf '%s\n' "${SCENARIOS[@]}")"

@@ -4,14 +4,13 @@
 //! signature is built for an algorithm the selected key supports, never taken from the header alone.
 //! Claims are only read after the signature verifies.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
 use super::cache::TokenCache;
@@ -42,12 +41,13 @@ pub struct Verifier {
     metrics: Arc<Metrics>,
 }
 
-/// The claim-level settings, with one prepared `Validation` per allowed algorithm.
+/// The claim-level settings.
 pub struct ClaimChecks {
     allowed: Vec<Algorithm>,
-    validations: HashMap<Algorithm, Validation>,
-    issuer: bool,
-    audience: bool,
+    /// `iss` must equal this, when set.
+    issuer: Option<String>,
+    /// `aud` must name one of these, when any.
+    audience: Vec<String>,
     leeway: u64,
     max_lifetime: u64,
 }
@@ -181,46 +181,24 @@ impl ClaimChecks {
     }
 
     pub fn new(config: &JwtConfig) -> Self {
-        let mut required = vec!["exp"];
-        if config.issuer.is_some() {
-            required.push("iss");
-        }
-        if !config.audience.is_empty() {
-            required.push("aud");
-        }
-        let validations = config
-            .algorithms
-            .iter()
-            .map(|&alg| {
-                let mut v = Validation::new(alg);
-                v.algorithms = vec![alg];
-                v.set_required_spec_claims(&required);
-                v.validate_exp = true;
-                v.validate_nbf = true;
-                v.leeway = config.leeway.as_secs();
-                match &config.issuer {
-                    Some(iss) => v.set_issuer(&[iss]),
-                    None => v.iss = None,
-                }
-                if config.audience.is_empty() {
-                    v.validate_aud = false;
-                } else {
-                    v.set_audience(&config.audience);
-                }
-                (alg, v)
-            })
-            .collect();
         Self {
             allowed: config.algorithms.clone(),
-            validations,
-            issuer: config.issuer.is_some(),
-            audience: !config.audience.is_empty(),
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
             leeway: config.leeway.as_secs(),
             max_lifetime: config.max_lifetime.as_secs(),
         }
     }
 
-    /// Verifies the signature with the first candidate that accepts it, then checks the claims.
+    /// Verifies the signature with the first candidate that accepts it, then parses and checks
+    /// the claims.
+    ///
+    /// The signature is checked by `jsonwebtoken::crypto::verify`, the call
+    /// `jsonwebtoken::decode` makes; the rest of `decode` is not used: it decodes and parses the
+    /// header twice more (`inspect_header` has already read it, strictly) and the payload twice
+    /// (once for its own claim checks): measured with `examples/verify_cost.rs`, the miss path
+    /// beyond the signature check went from 4.8–5.1 to 2.7 µs (RS256) and from 3.6 to 1.6–2.8 µs
+    /// (ES256). The payload is read only after a signature verified.
     pub fn verify(
         &self,
         token: &str,
@@ -228,60 +206,97 @@ impl ClaimChecks {
         candidates: &[&VerifyKey],
         now: u64,
     ) -> Result<Map<String, Value>, TokenRejection> {
-        let validation = self
-            .validations
-            .get(&alg)
-            .ok_or(TokenRejection::DisallowedAlgorithm)?;
-        let mut last = TokenRejection::UnknownKey;
+        if !self.allowed.contains(&alg) {
+            return Err(TokenRejection::DisallowedAlgorithm);
+        }
+        let (message, signature) = token.rsplit_once('.').ok_or(TokenRejection::Malformed)?;
+        let payload = message
+            .split_once('.')
+            .map(|(_, payload)| payload)
+            .ok_or(TokenRejection::Malformed)?;
+        let mut verified = false;
         for key in candidates {
-            match jsonwebtoken::decode::<StrictValue>(token, &key.key, validation) {
-                Ok(data) => {
-                    let Value::Object(claims) = data.claims.0 else {
-                        return Err(TokenRejection::Malformed);
-                    };
-                    self.check_claims(&claims, now)?;
-                    return Ok(claims);
+            match jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key.key, alg) {
+                Ok(true) => {
+                    verified = true;
+                    break;
                 }
+                Ok(false) => {}
                 Err(e) => {
-                    last = rejection(e.kind());
-                    if last != TokenRejection::BadSignature {
-                        return Err(last);
+                    let rejection = rejection(e.kind());
+                    if rejection != TokenRejection::BadSignature {
+                        return Err(rejection);
                     }
                 }
             }
         }
-        Err(last)
+        if !verified {
+            return Err(if candidates.is_empty() {
+                TokenRejection::UnknownKey
+            } else {
+                TokenRejection::BadSignature
+            });
+        }
+        let bytes = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| TokenRejection::Malformed)?;
+        // Strict: duplicate members are refused (threats §3.3), as for the header.
+        let Ok(StrictValue(Value::Object(claims))) = serde_json::from_slice(&bytes) else {
+            return Err(TokenRejection::Malformed);
+        };
+        self.check_claims(&claims, now)?;
+        Ok(claims)
     }
 
-    /// What jsonwebtoken leaves to us (threats §3.3): `iss` must be a single string, `aud` a
-    /// string or array of strings, `exp` strictly after now, `iat` not in the future, and the
-    /// lifetime bounded.
+    /// Every claim check (threats §3.3): `exp` present, a number, strictly after now; `nbf`, if
+    /// present, a number not after now; `iat` not in the future and the lifetime bounded; `iss`
+    /// a single string equal to the configured issuer; `aud` a string or array of strings naming
+    /// a configured audience. Numbers as jsonwebtoken's checks took them: non-negative and
+    /// finite.
     fn check_claims(&self, claims: &Map<String, Value>, now: u64) -> Result<(), TokenRejection> {
-        if self.issuer && !claims.get("iss").is_some_and(Value::is_string) {
+        if let Some(issuer) = &self.issuer
+            && claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str())
+        {
             return Err(TokenRejection::WrongIssuer);
         }
-        if self.audience {
+        if !self.audience.is_empty() {
+            let names = |aud: &str| self.audience.iter().any(|a| a == aud);
             let ok = match claims.get("aud") {
-                Some(Value::String(_)) => true,
-                Some(Value::Array(items)) => items.iter().all(Value::is_string),
+                Some(Value::String(aud)) => names(aud),
+                Some(Value::Array(items)) => {
+                    items.iter().all(Value::is_string)
+                        && items.iter().filter_map(Value::as_str).any(names)
+                }
                 _ => false,
             };
             if !ok {
                 return Err(TokenRejection::WrongAudience);
             }
         }
-        let exp = claims
-            .get("exp")
-            .and_then(Value::as_f64)
-            .ok_or(TokenRejection::Malformed)?;
+        let numeric = |name: &str| -> Result<Option<f64>, TokenRejection> {
+            match claims.get(name) {
+                None => Ok(None),
+                Some(value) => value
+                    .as_f64()
+                    .filter(|n| n.is_finite() && *n >= 0.0)
+                    .map(Some)
+                    .ok_or(TokenRejection::Malformed),
+            }
+        };
+        let exp = numeric("exp")?.ok_or(TokenRejection::Malformed)?;
         let (now_f, leeway, max) = (now as f64, self.leeway as f64, self.max_lifetime as f64);
-        // RFC 7519 §4.1.4: the current time MUST be before `exp`. jsonwebtoken also accepts
-        // the second `exp` names itself (it refuses only `exp < now - leeway`).
+        // RFC 7519 §4.1.4: the current time MUST be before `exp` (jsonwebtoken also accepted
+        // the second `exp` names itself).
         if exp + leeway <= now_f {
             return Err(TokenRejection::Expired);
         }
         if exp - now_f > max + leeway {
             return Err(TokenRejection::LifetimeTooLong);
+        }
+        if let Some(nbf) = numeric("nbf")?
+            && nbf.round() > now_f + leeway
+        {
+            return Err(TokenRejection::NotYetValid);
         }
         if let Some(iat) = claims.get("iat") {
             let iat = iat.as_f64().ok_or(TokenRejection::Malformed)?;

@@ -350,3 +350,86 @@ fn hmac_with_the_public_key_is_rejected() {
     );
     assert_eq!(f.verify(&token), Err(TokenRejection::DisallowedAlgorithm));
 }
+
+/// The claim checks scimgate runs itself since it stopped using `jsonwebtoken::decode`'s: each
+/// token here is validly signed, so only the claim check stands between it and the upstream.
+#[test]
+fn claim_checks_refuse_what_jsonwebtoken_refused() {
+    let f = Fixture::new();
+    let refused = [
+        (json!(["other"]), "aud names another audience only"),
+        (json!(["scimgate", 1]), "aud array with a non-string member"),
+        (json!("scimgate "), "aud compared exactly"),
+    ];
+    for (aud, why) in refused {
+        assert_eq!(
+            f.with(|c| {
+                c.insert("aud".into(), aud);
+            }),
+            Err(TokenRejection::WrongAudience),
+            "{why}"
+        );
+    }
+    assert_eq!(
+        f.with(|c| {
+            c.insert("iss".into(), json!(format!("{ISS}x")));
+        }),
+        Err(TokenRejection::WrongIssuer)
+    );
+    for (name, value) in [
+        ("exp", json!(-1)),
+        ("exp", json!(null)),
+        ("nbf", json!(-1)),
+        ("nbf", json!(null)),
+        ("nbf", json!({})),
+    ] {
+        assert_eq!(
+            f.with(|c| {
+                c.insert(name.into(), value.clone());
+            }),
+            Err(TokenRejection::Malformed),
+            "{name}: {value}"
+        );
+    }
+    assert!(
+        f.with(|c| {
+            c.insert("nbf".into(), json!(now() + 20));
+        })
+        .is_ok(),
+        "nbf within leeway"
+    );
+    assert!(
+        f.with(|c| {
+            c.insert("exp".into(), json!(now() as f64 + 60.5));
+        })
+        .is_ok(),
+        "a NumericDate may have a fraction (RFC 7519 §2)"
+    );
+}
+
+/// The payload is read only once a signature verified: another payload under the original
+/// signature is a bad signature, whatever the payload holds.
+#[test]
+fn the_payload_is_read_after_the_signature() {
+    let f = Fixture::new();
+    let good = f.issuer.mint(&Fixture::good_claims()).unwrap();
+    let mut parts = good.split('.');
+    let (header, _, signature) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    for payload in [URL_SAFE_NO_PAD.encode("not json"), "!!".into()] {
+        assert_eq!(
+            f.verify(&format!("{header}.{payload}.{signature}")),
+            Err(TokenRejection::BadSignature)
+        );
+    }
+    let mut claims = Fixture::good_claims();
+    claims["groups"] = json!(["admins"]);
+    let forged = URL_SAFE_NO_PAD.encode(claims.to_string());
+    assert_eq!(
+        f.verify(&format!("{header}.{forged}.{signature}")),
+        Err(TokenRejection::BadSignature)
+    );
+}
