@@ -20,7 +20,8 @@ import uuid
 SCIM_JSON = "application/scim+json"
 
 
-def request(method, url, token, body=None):
+def exchange(method, url, token, body=None):
+    """One request with `Authorization: Bearer <token>`: (status, lower-cased headers, body)."""
     u = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=20)
     headers = {"Authorization": f"Bearer {token}", "Accept": SCIM_JSON}
@@ -30,9 +31,14 @@ def request(method, url, token, body=None):
         headers["Content-Type"] = SCIM_JSON
     conn.request(method, u.path + (f"?{u.query}" if u.query else ""), body=data, headers=headers)
     r = conn.getresponse()
-    out = (r.status, r.read())
+    out = (r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
     conn.close()
     return out
+
+
+def request(method, url, token, body=None):
+    status, _, data = exchange(method, url, token, body)
+    return status, data
 
 
 def create_user(direct, key):

@@ -15,33 +15,17 @@ The token comes from INTEROP_BEARER and the API key from INTEROP_API_KEY (never 
 """
 
 import argparse
-import http.client
 import json
 import os
 import sys
 import time
-import urllib.parse
 import uuid
 
-SCIM_JSON = "application/scim+json"
+from fail_closed import exchange as request
+
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 BULK_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
-
-
-def request(method, url, token, body=None):
-    u = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=20)
-    headers = {"Authorization": f"Bearer {token}", "Accept": SCIM_JSON}
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        headers["Content-Type"] = SCIM_JSON
-    conn.request(method, u.path, body=data, headers=headers)
-    r = conn.getresponse()
-    out = (r.status, dict((k.lower(), v) for k, v in r.getheaders()), r.read())
-    conn.close()
-    return out
 
 
 def fail(message):

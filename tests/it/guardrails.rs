@@ -255,26 +255,13 @@ async fn deprovision_budget_stops_a_runaway_loop_at_exactly_the_limit() {
             .all(|l| l["status"] == 429 && l["outcome"] == "guardrail")
     );
     // After the window: the next one passes.
-    let r = call(
-        &gw,
-        &token,
-        "DELETE",
-        &format!("/Users/{USER}"),
-        &Value::Null,
-    )
-    .await;
+    let delete = || call(&gw, &token, "DELETE", "/Users/next", &Value::Null);
+    let r = delete().await;
     assert_eq!(r.status, 429);
     tokio::time::sleep(Duration::from_secs(retry_after(&r))).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let r = call(
-            &gw,
-            &token,
-            "DELETE",
-            &format!("/Users/{USER}"),
-            &Value::Null,
-        )
-        .await;
+        let r = delete().await;
         if r.status == 200 {
             break;
         }
