@@ -189,18 +189,11 @@ impl AccessRecord {
         }
         // Bounded: the paths come from the caller's body, and a line is read by people.
         const MAX_PATHS: usize = 32;
-        const MAX_PATH_CHARS: usize = 128;
         let mut attributes: Vec<String> = summary
             .attributes
             .iter()
             .take(MAX_PATHS)
-            .map(|path| {
-                let path = path.to_string();
-                match path.char_indices().nth(MAX_PATH_CHARS) {
-                    Some((cut, _)) => format!("{}…", &path[..cut]),
-                    None => path,
-                }
-            })
+            .map(|path| crate::text::loggable(&path.to_string()))
             .collect();
         if summary.attributes.len() > MAX_PATHS {
             attributes.push(format!("+{} more", summary.attributes.len() - MAX_PATHS));

@@ -1,5 +1,22 @@
-//! Small text encodings shared across the crate: lowercase hex, and an error with its sources
-//! on one line.
+//! Small text encodings shared across the crate: lowercase hex, an error with its sources on
+//! one line, and caller-supplied text made fit for a log line.
+
+/// At most this many characters of a caller-supplied identifier reach the log.
+const MAX_LOGGED: usize = 128;
+
+/// `text` with everything outside printable ASCII replaced, cut at [`MAX_LOGGED`] characters,
+/// so a caller cannot forge log lines or flood them.
+pub(crate) fn loggable(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(MAX_LOGGED)
+        .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+        .collect();
+    if text.chars().count() > MAX_LOGGED {
+        out.push('…');
+    }
+    out
+}
 
 /// Lowercase hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -37,23 +37,6 @@ pub(super) struct Audit {
     pub assertion_sub: Option<String>,
 }
 
-/// At most this many characters of a caller-supplied identifier reach the log.
-const MAX_LOGGED: usize = 128;
-
-/// `text` with everything outside printable ASCII replaced, cut at [`MAX_LOGGED`] characters,
-/// so a caller cannot forge log lines or flood them.
-pub(super) fn loggable(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .take(MAX_LOGGED)
-        .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
-        .collect();
-    if text.chars().count() > MAX_LOGGED {
-        out.push('…');
-    }
-    out
-}
-
 impl Audit {
     /// Writes the line (target `scimgate::token`).
     pub(super) fn emit(&self, peer: IpAddr, outcome: Result<&Minted, &Refusal>) {

@@ -25,8 +25,8 @@ use serde_json::Value;
 use super::Issuer;
 use super::answer::Refusal;
 pub use super::answer::{TokenOutcome, TokenResponse};
+use super::audit::Audit;
 pub use super::audit::AuthMethod;
-use super::audit::{Audit, loggable};
 use super::config::client::{is_scope_token, is_vschar};
 use super::config::{ClientAuth, ClientConfig, SecretHash};
 pub use super::form::MAX_BODY_BYTES;
@@ -36,6 +36,7 @@ use super::token::{self, Minted};
 use crate::auth::bearer::MAX_TOKEN_BYTES;
 use crate::auth::{AuthError, TokenRejection};
 use crate::strict_json::parse_object;
+use crate::text::loggable;
 
 /// RFC 7523 §2.2.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
